@@ -77,9 +77,7 @@ async def test_progress_storm_coalesces_and_a_stalled_subscriber_does_not_slow_t
         # A subscriber that connects and never reads a byte.
         stalled = socket.create_connection((host, int(port)))
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.sendall(
-            f"GET /events?token={running.token} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-        )
+        stalled.sendall(f"GET /events?token={running.token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         try:
             async with client.stream("GET", "/events") as response:
                 stream = frames(response)

@@ -71,7 +71,11 @@ async def test_max_duration_is_reported_with_the_limit(autojump_clock):
         (SystemExit(3), "panic", "3"),
         (KeyboardInterrupt(), "panic", "KeyboardInterrupt"),
         (ft.TaskError("c", "m"), "c", "m"),
-        (ft.ParamError([("k", "int")]), "invalid_params", "missing or invalid parameters: k (expected int)"),
+        (
+            ft.ParamError([("k", "int")]),
+            "invalid_params",
+            "missing or invalid parameters: k (expected int)",
+        ),
         (ExceptionGroup("g", [ValueError("inner")]), "panic", "inner"),
         (ExceptionGroup("g", [ValueError("x"), ft.TaskError("c", "m")]), "c", "m"),
     ],

@@ -7,9 +7,7 @@ from funtask_trio.testing import make_params, make_params_raw
 
 
 def test_typed_reads_convert_json_values():
-    params = ft.Params(
-        {"name": "x", "n": 5.0, "f": 3, "flag": True, "at": "2026-01-01T10:00:00Z"}
-    )
+    params = ft.Params({"name": "x", "n": 5.0, "f": 3, "flag": True, "at": "2026-01-01T10:00:00Z"})
     assert params.str("name") == "x"
     assert params.int("n") == 5 and isinstance(params.int("n"), int)
     assert params.float("f") == 3.0 and isinstance(params.float("f"), float)

@@ -10,6 +10,7 @@ from functools import partial
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 
 import funtask_trio as ft
 from funtask_trio.testing import running_server
@@ -82,7 +83,7 @@ def add_tasks(server: ft.Server) -> dict[str, trio.Event]:
 
 
 async def _raise_in_child() -> None:
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     raise KeyError("child failed")
 
 
@@ -477,7 +478,7 @@ async def test_readyz_reports_the_readiness_check_error(make_server, asynchronou
             raise RuntimeError("database unreachable")
 
     async def async_check() -> None:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         check()
 
     server = make_server(readiness=async_check if asynchronous else check)
@@ -511,7 +512,9 @@ async def test_draining_refuses_runs_readiness_and_events_but_serves_stop_and_re
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(client.post, "/run/lingering", json={"jobId": "l1"}))
             with trio.fail_after(5):
-                while (await client.get("/health")).json()["tasks"]["lingering"]["status"] != "running":
+                while (await client.get("/health")).json()["tasks"]["lingering"][
+                    "status"
+                ] != "running":
                     await trio.sleep(0.01)
             running.request_shutdown()
             run = await client.post("/run/greet")

@@ -1,6 +1,5 @@
-from funtask_trio.testing import running_server
-
 import funtask_trio as ft
+from funtask_trio.testing import running_server
 
 
 async def test_greet_over_real_http(make_server):

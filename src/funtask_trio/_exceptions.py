@@ -1,18 +1,18 @@
 """Every exception funtask-trio raises, in one place.
 
-    FuntaskError
-    ├── ConfigError          the server's configuration is unusable (all problems listed)
-    ├── ParamError           a typed parameter read failed (also a ValueError)
-    ├── TaskError            raised by a task: the job fails with this code and message
-    └── ClientError          the server answered a funtask_trio.client call with an error
-        ├── Unauthorized     401
-        ├── TaskNotFound     404 for a task name
-        ├── ResultNotFound   404 for a jobId
-        ├── TaskBusy         409, carries the job the task is busy with
-        ├── InvalidRequest   400 / 413
-        ├── ServerDraining   503 while the server shuts down
-        ├── SyncTimeout      504, the sync call outlived the server's sync timeout
-        └── ServerError      anything else, including a connection failure (status 0)
+FuntaskError
+├── ConfigError          the server's configuration is unusable (all problems listed)
+├── ParamError           a typed parameter read failed (also a ValueError)
+├── TaskError            raised by a task: the job fails with this code and message
+└── ClientError          the server answered a funtask_trio.client call with an error
+    ├── Unauthorized     401
+    ├── TaskNotFound     404 for a task name
+    ├── ResultNotFound   404 for a jobId
+    ├── TaskBusy         409, carries the job the task is busy with
+    ├── InvalidRequest   400 / 413
+    ├── ServerDraining   503 while the server shuts down
+    ├── SyncTimeout      504, the sync call outlived the server's sync timeout
+    └── ServerError      anything else, including a connection failure (status 0)
 """
 
 from __future__ import annotations

@@ -227,9 +227,7 @@ class JobManager:
             task_status.started()
             await trio.sleep_forever()
 
-    def start(
-        self, slot: TaskSlot, job_id: str, params: Params, callback_url: str | None
-    ) -> Job:
+    def start(self, slot: TaskSlot, job_id: str, params: Params, callback_url: str | None) -> Job:
         """Occupy `slot` with a new job and start it. The caller has checked the slot is free."""
         assert self._jobs_nursery is not None and slot.current is None
         job = Job(slot.definition, job_id, params, callback_url, self.feed.notify)
@@ -242,7 +240,9 @@ class JobManager:
         return job
 
     async def _run_job(self, slot: TaskSlot, job: Job) -> None:
-        result = await execute(slot.definition.fn, job.run, job.params, max_duration=self.max_duration)
+        result = await execute(
+            slot.definition.fn, job.run, job.params, max_duration=self.max_duration
+        )
         job.function_returned = True
         if job.result is not None:  # given up on at shutdown: its result is already out
             return
@@ -335,4 +335,3 @@ class JobManager:
         for nursery in (self._jobs_nursery, self._deliveries_nursery):
             if nursery is not None:
                 nursery.cancel_scope.cancel()
-

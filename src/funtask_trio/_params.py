@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from ._exceptions import ParamError
 
@@ -20,9 +21,7 @@ class _Missing:
 MISSING: Final = _Missing()
 
 # RFC 3339 as Go's time.RFC3339 parses it: a full date, 'T', a time, and a zone.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z")
 
 
 def _as_str(value: Any) -> str:
@@ -102,7 +101,7 @@ class Params(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"Params({self._raw!r})"
 
-    def _read(self, key: str, kind: str, default: Any) -> Any:
+    def _read(self, key: builtins.str, kind: builtins.str, default: Any) -> Any:
         if key not in self._raw:
             if default is not MISSING:
                 return default
@@ -112,23 +111,43 @@ class Params(Mapping[str, Any]):
         except TypeError:
             raise ParamError([(key, kind)]) from None
 
-    def str(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def str(self, key: builtins.str) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, default: T) -> builtins.str | T: ...
+    def str(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The string at `key`."""
         return self._read(key, "string", default)
 
-    def int(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def int(self, key: builtins.str) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, default: T) -> builtins.int | T: ...
+    def int(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The integer at `key`; whole floats such as ``5.0`` count, ``3.7`` and booleans don't."""
         return self._read(key, "int", default)
 
-    def float(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def float(self, key: builtins.str) -> builtins.float: ...
+    @overload
+    def float(self, key: builtins.str, default: T) -> builtins.float | T: ...
+    def float(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The number at `key`, as a float (ints are accepted)."""
         return self._read(key, "float", default)
 
-    def bool(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def bool(self, key: builtins.str) -> builtins.bool: ...
+    @overload
+    def bool(self, key: builtins.str, default: T) -> builtins.bool | T: ...
+    def bool(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The JSON boolean at `key` (no truthy strings or numbers)."""
         return self._read(key, "bool", default)
 
-    def time(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def time(self, key: builtins.str) -> _dt.datetime: ...
+    @overload
+    def time(self, key: builtins.str, default: T) -> _dt.datetime | T: ...
+    def time(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The RFC 3339 timestamp at `key`, as a timezone-aware `datetime`."""
         return self._read(key, "time", default)
 
@@ -160,35 +179,55 @@ class ParamReader:
         self._params = params
         self._problems: list[tuple[str, str]] = []
 
-    def _read(self, key: str, kind: str, default: Any) -> Any:
+    def _read(self, key: builtins.str, kind: builtins.str, default: Any) -> Any:
         try:
             return self._params._read(key, kind, default)
         except ParamError as error:
             self._problems.extend(error.problems)
             return _ZERO[kind]
 
-    def str(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def str(self, key: builtins.str) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, default: T) -> builtins.str | T: ...
+    def str(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The string at `key`, or ``""`` (error recorded)."""
         return self._read(key, "string", default)
 
-    def int(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def int(self, key: builtins.str) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, default: T) -> builtins.int | T: ...
+    def int(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The integer at `key`, or ``0`` (error recorded)."""
         return self._read(key, "int", default)
 
-    def float(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def float(self, key: builtins.str) -> builtins.float: ...
+    @overload
+    def float(self, key: builtins.str, default: T) -> builtins.float | T: ...
+    def float(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The number at `key`, or ``0.0`` (error recorded)."""
         return self._read(key, "float", default)
 
-    def bool(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def bool(self, key: builtins.str) -> builtins.bool: ...
+    @overload
+    def bool(self, key: builtins.str, default: T) -> builtins.bool | T: ...
+    def bool(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The boolean at `key`, or ``False`` (error recorded)."""
         return self._read(key, "bool", default)
 
-    def time(self, key: str, default: Any = MISSING) -> Any:
+    @overload
+    def time(self, key: builtins.str) -> _dt.datetime: ...
+    @overload
+    def time(self, key: builtins.str, default: T) -> _dt.datetime | T: ...
+    def time(self, key: builtins.str, default: Any = MISSING) -> Any:
         """The timestamp at `key`, or ``datetime(1, 1, 1, tzinfo=UTC)`` (error recorded)."""
         return self._read(key, "time", default)
 
     @property
-    def errors(self) -> list[tuple[str, str]]:
+    def errors(self) -> list[tuple[builtins.str, builtins.str]]:
         """The ``(key, expected_type)`` pairs of every failed read so far."""
         return list(self._problems)
 

@@ -9,12 +9,12 @@ the sync caller, the dead letter and the callback, formatted as Go's
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import json
 from collections.abc import Mapping
 from typing import Any, Final
 
 from ._timefmt import format_duration, format_time
-import datetime as _dt
 
 MAX_RESULT_BYTES: Final = 10 * 1024 * 1024
 

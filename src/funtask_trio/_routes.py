@@ -24,15 +24,28 @@ from ._timefmt import format_running, go_duration
 if TYPE_CHECKING:
     from ._server import Serving
 
-BUILTIN_PREFIXES = ("/run", "/stop", "/result", "/health", "/events", "/dashboard", "/livez", "/readyz")
+BUILTIN_PREFIXES = (
+    "/run",
+    "/stop",
+    "/result",
+    "/health",
+    "/events",
+    "/dashboard",
+    "/livez",
+    "/readyz",
+)
 READINESS_TIMEOUT_S = 5.0
 
 JSON_TYPE = "application/json"
 Handler = TypeVar("Handler", bound=Callable[..., Coroutine[Any, Any, Response]])
 
 
-def json_response(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(go_json(document, sort_keys=False) + "\n", status, headers, content_type=JSON_TYPE)
+def json_response(
+    document: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        go_json(document, sort_keys=False) + "\n", status, headers, content_type=JSON_TYPE
+    )
 
 
 def body_response(body: bytes, status: int = 200) -> Response:
@@ -58,8 +71,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def parse_run_body(raw: bytes) -> tuple[str | None, str | None, dict[str, Any]]:
+def parse_run_body(raw: bytes | str) -> tuple[str | None, str | None, dict[str, Any]]:
     """``(jobId, callbackUrl, params)`` from a ``/run`` body. Raises `_InvalidBody`."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
     if not raw.strip():
         return None, None, {}
     try:
@@ -125,7 +140,9 @@ def build_app(serving: Serving) -> QuartTrio:
         if request.content_length is not None and request.content_length > server.max_body_size:
             return error_response(413, "request body too large")
         try:
-            job_id, callback_url, params = parse_run_body(await request.get_data(cache=False))
+            job_id, callback_url, params = parse_run_body(
+                await request.get_data(cache=False, as_text=False)
+            )
         except _InvalidBody:
             return error_response(400, "invalid request body")
         if callback_url is not None:
@@ -272,4 +289,3 @@ def build_app(serving: Serving) -> QuartTrio:
         return error_response(500, "internal server error")
 
     return app
-

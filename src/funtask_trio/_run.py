@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from ._timefmt import utcnow
-import datetime as _dt
 
 # Why a job was cancelled, as the `cancelled` result's message says.
 STOPPED_BY_REQUEST = "stopped by request"

@@ -18,7 +18,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar, overload
@@ -77,8 +77,8 @@ class Server:
         sse_keepalive: float = 30,
     ) -> None:
         self.name = name
-        self.auth_token = auth_token if auth_token is not None else os.environ.get(
-            "FUNTASK_AUTH_TOKEN"
+        self.auth_token = (
+            auth_token if auth_token is not None else os.environ.get("FUNTASK_AUTH_TOKEN")
         )
         if dead_letter_dir is None:
             dead_letter_dir = os.environ.get("FUNTASK_DEAD_LETTER_DIR") or None
@@ -145,9 +145,12 @@ class Server:
             return self.task()(name)
 
         def register(fn: F) -> F:
-            if not inspect.iscoroutinefunction(fn):
-                raise TypeError(f"task {fn!r} must be an async function (async def fn(run, params))")
-            task_name = name or fn.__name__
+            is_async = inspect.iscoroutinefunction(fn)
+            if not is_async:
+                raise TypeError(f"task {fn!r} must be an async function: async def fn(run, params)")
+            task_name = name or getattr(fn, "__name__", "")
+            if not task_name:
+                raise TypeError(f"task {fn!r} has no __name__: pass a name")
             self._tasks[task_name] = TaskDef(
                 task_name,
                 fn,
@@ -257,9 +260,12 @@ class Server:
         self.check_config()
         serving = Serving(self)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        async with httpx.AsyncClient(
-            follow_redirects=False, timeout=self.callback_timeout, limits=limits
-        ) as client, trio.open_nursery() as nursery:
+        async with (
+            httpx.AsyncClient(
+                follow_redirects=False, timeout=self.callback_timeout, limits=limits
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
             serving.sender = CallbackSender(
                 client,
                 attempts=self.callback_retries,
@@ -424,7 +430,10 @@ class Serving:
                 logger.error(
                     "task %s job %s: dead letter could not be written (%s); no callback"
                     " attempted, result kept for /result",
-                    task, job_id, error, extra=log_extra,
+                    task,
+                    job_id,
+                    error,
+                    extra=log_extra,
                 )
                 return False
         delivered = await self.sender.deliver(
@@ -436,7 +445,10 @@ class Serving:
             except OSError as error:
                 logger.warning(
                     "task %s job %s: delivered, but the dead letter could not be removed: %s",
-                    task, job_id, error, extra=log_extra,
+                    task,
+                    job_id,
+                    error,
+                    extra=log_extra,
                 )
         return delivered
 
@@ -518,9 +530,7 @@ def _listening_socket(host: str, port: int, *, user_timeout_s: float) -> socket.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout_s * 1000)
-            )
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout_s * 1000))
         sock.bind((host.strip("[]"), port))
         sock.listen(2048)
     except BaseException:
@@ -549,14 +559,13 @@ def _watch_hypercorn_supervisor(serving: Serving) -> None:
     requests). Polling the same event lets jobs be cancelled and results
     flushed right away. Outside a hypercorn worker this returns at once.
     """
-    shutdown_event = getattr(multiprocessing.current_process(), "_kwargs", {}).get(
-        "shutdown_event"
-    )
+    shutdown_event = getattr(multiprocessing.current_process(), "_kwargs", {}).get("shutdown_event")
     if shutdown_event is None or not hasattr(shutdown_event, "is_set"):
         return
 
     async def poll() -> None:
-        while not shutdown_event.is_set():
+        # A multiprocessing event: polled, as hypercorn itself does.
+        while not shutdown_event.is_set():  # noqa: ASYNC110
             await trio.sleep(0.1)
         logger.info("hypercorn is shutting down: draining")
         _start_exit_watchdog(serving.server.shutdown_timeout + WATCHDOG_MARGIN_S)
