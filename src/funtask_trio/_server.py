@@ -242,8 +242,10 @@ class Server:
         try:
             serving_cm = self._open_serving()
             await serving_cm.__aenter__()
-        except Exception as error:  # hypercorn reports it and exits non-zero
+        except Exception as error:  # the ASGI server reports it and stops
             logger.error("%s", error)
+            if _hypercorn_shutdown_event() is not None:
+                _fail_hypercorn_supervisor()
             await send({"type": "lifespan.startup.failed", "message": str(error)})
             return
         await send({"type": "lifespan.startup.complete"})
@@ -551,6 +553,27 @@ def _start_exit_watchdog(after_s: float) -> None:
     threading.Thread(target=watchdog, name="funtask-exit-watchdog", daemon=True).start()
 
 
+def _hypercorn_shutdown_event() -> Any:
+    """The event hypercorn's supervisor sets to stop its workers, when we run in one."""
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
+    event = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
+    return event if hasattr(event, "is_set") else None
+
+
+def _fail_hypercorn_supervisor() -> None:
+    """Make ``hypercorn`` exit non-zero when this worker cannot start.
+
+    hypercorn 0.18's supervisor records a failed worker's exit code and then
+    overwrites it with 0 (upstream issue #269, PR #372), so systemd or a
+    container runtime would read a configuration error as a clean stop. The
+    supervisor does nothing but wait for this worker, so ending it is safe.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        logger.error("stopping hypercorn (pid %d) so that it exits non-zero", parent.pid)
+        os.kill(parent.pid, signal.SIGKILL)
+
+
 def _watch_hypercorn_supervisor(serving: Serving) -> None:
     """Under ``hypercorn --workers N``, begin draining as soon as the supervisor is told to stop.
 
@@ -559,8 +582,8 @@ def _watch_hypercorn_supervisor(serving: Serving) -> None:
     requests). Polling the same event lets jobs be cancelled and results
     flushed right away. Outside a hypercorn worker this returns at once.
     """
-    shutdown_event = getattr(multiprocessing.current_process(), "_kwargs", {}).get("shutdown_event")
-    if shutdown_event is None or not hasattr(shutdown_event, "is_set"):
+    shutdown_event = _hypercorn_shutdown_event()
+    if shutdown_event is None:
         return
 
     async def poll() -> None:
