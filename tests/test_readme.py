@@ -1,0 +1,53 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import types
+from functools import partial
+from pathlib import Path
+
+import trio
+
+import funtask_trio as ft
+from funtask_trio.testing import running_server
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_every_python_block_compiles():
+    blocks = python_blocks()
+    assert len(blocks) >= 3
+    for block in blocks:
+        compile(textwrap.dedent(block), "README.md", "exec")
+
+
+async def test_the_writing_tasks_example_serves_greet_and_count_down(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNTASK_AUTH_TOKEN", "readme-token")
+    monkeypatch.setenv("FUNTASK_DEAD_LETTER_DIR", str(tmp_path / "dead-letters"))
+    example = next(block for block in python_blocks() if "@server.task" in block)
+    module = types.ModuleType("readme_example")
+    exec(compile(example, "README.md", "exec"), module.__dict__)
+    server: ft.Server = module.server
+    async with running_server(server) as running, running.client() as client:
+        greet = await client.post("/run/greet", json={"params": {"name": "World"}})
+        assert greet.json()["message"] == "Hello, World!"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(client.post, "/run/count-down", json={"params": {"start": 5}})
+            )
+            with trio.fail_after(5):
+                while True:
+                    health = (await client.get("/health")).json()
+                    job = health["tasks"]["count-down"].get("currentJob", {})
+                    if job.get("progress"):
+                        break
+                    await trio.sleep(0.01)
+            assert job["currentStep"] == "T-5"
+            assert job["progress"] == {"current": 1, "total": 5, "percent": 20}
+            await client.post("/stop/count-down")
