@@ -27,6 +27,8 @@ FIGURE_LINE = re.compile(r"^[a-z0-9_.]+ \S+ \S+( goal\S+ (met|MISSED))?$")
 START_MARK = "<!-- figures:start -->"
 END_MARK = "<!-- figures:end -->"
 TOTAL_LINE = re.compile(r"^# all benchmarks took (\S+) s")
+TOOL_LINE = re.compile(r"^# load: (\w+),")
+LOAD_LINE = re.compile(r"^# load average (?:before|after): (\S+)")
 
 
 def cpu_model() -> str:
@@ -46,6 +48,11 @@ def machine() -> str:
     )
 
 
+def load_average() -> str:
+    """The 1-minute load average: how much else the machine was doing."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def run_one(name: str, passed: list[str]) -> tuple[list[str], bool]:
     """Run one benchmark, echoing its output; its figure lines and whether it exited 0."""
     print(f"## benchmarks.{name}", flush=True)
@@ -63,15 +70,17 @@ def run_one(name: str, passed: list[str]) -> tuple[list[str], bool]:
     return figures, process.wait() == 0
 
 
-def record(figures: list[str], seconds: float, quick: bool) -> None:
+def record(
+    figures: list[str], seconds: float, how: str, loads: list[str], tool: str
+) -> None:
     """Replace the figures section of README.md."""
     when = datetime.date.today().isoformat()
     section = "\n".join(
         [
             START_MARK,
-            f"Recorded {when} by `python -m benchmarks{' --quick' if quick else ''}`"
-            f" in {seconds:.0f} s, load by {loader()}.",
-            f"Machine: {machine()}.",
+            f"Recorded {when} by `{how}`, which took {seconds:.0f} s; HTTP load by {tool}.",
+            f"Machine: {machine()}; 1-minute load average {' then '.join(loads)}"
+            " (other work on the machine; see how figures are taken above).",
             "",
             "```",
             *figures,
@@ -83,6 +92,19 @@ def record(figures: list[str], seconds: float, quick: bool) -> None:
     start, end = text.index(START_MARK), text.index(END_MARK) + len(END_MARK)
     README.write_text(text[:start] + section + text[end:])
     print(f"# figures written to {README}", flush=True)
+
+
+def record_from(log: Path) -> None:
+    """Record the figures of an earlier run's output (``make bench | tee LOG``)."""
+    lines = log.read_text().splitlines()
+    loads = [m.group(1) for line in lines if (m := LOAD_LINE.match(line))]
+    tools = [m.group(1) for line in lines if (m := TOOL_LINE.match(line))]
+    totals = [float(m.group(1)) for line in lines if (m := TOTAL_LINE.match(line))]
+    if "## summary" in lines:  # every figure is printed twice: keep the summary's
+        lines = lines[lines.index("## summary") :]
+    figures = [line for line in lines if FIGURE_LINE.match(line)]
+    seconds = totals[-1] if totals else float("nan")
+    record(figures, seconds, "make bench", loads, tools[0] if tools else loader())
 
 
 def main() -> int:
@@ -97,10 +119,7 @@ def main() -> int:
     args = arguments.parse_args()
 
     if args.record_from:
-        lines = Path(args.record_from).read_text().splitlines()
-        figures = [line for line in lines if FIGURE_LINE.match(line)]
-        totals = [float(m.group(1)) for line in lines if (m := TOTAL_LINE.match(line))]
-        record(figures, totals[-1] if totals else float("nan"), quick=False)
+        record_from(Path(args.record_from))
         return 0
 
     passed = ["--quick"] if args.quick else []
@@ -113,6 +132,8 @@ def main() -> int:
         arguments.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
 
     print(f"# {machine()}", flush=True)
+    loads = [load_average()]
+    print(f"# load average before: {loads[0]}", flush=True)
     started = time.perf_counter()
     figures: list[str] = []
     failed = []
@@ -131,9 +152,12 @@ def main() -> int:
     print(f"# goals met: {met}, missed: {len(missed)} {' '.join(missed)}".rstrip())
     if failed:
         print(f"# benchmarks that failed: {', '.join(failed)}")
+    loads.append(load_average())
+    print(f"# load average after: {loads[-1]}", flush=True)
     print(f"# all benchmarks took {seconds:.0f} s", flush=True)
     if args.record:
-        record(figures, seconds, args.quick)
+        how = "python -m benchmarks" + (" --quick" if args.quick else "")
+        record(figures, seconds, how, loads, loader())
     return 1 if failed else 0
 
 

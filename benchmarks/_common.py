@@ -165,6 +165,21 @@ def rss_mb(pid: int | None) -> float:
     return int(match.group(1)) * 1024 / 1e6 if match else float("nan")
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) `pid` has used so far, NaN when unknown.
+
+    Other processes on the machine slow a server down but do not add to its
+    CPU time, so CPU time per request is the steadiest measure of cost.
+    """
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def server_process(argv: list[str], env: Mapping[str, str] | None = None) -> Iterator[Target]:
     """Run `argv` (which prints ``listening on URL``) pinned to `SERVER_CORE`; stop it after."""

@@ -107,7 +107,7 @@ class ByteReader:
                 yield bytes(self.buffer)
                 self.buffer.clear()
             while data := await self.stream.receive_some(READ_SIZE):
-                yield data
+                yield bytes(data)
 
     async def body(self, headers: Mapping[str, str]) -> bytes:
         return b"".join([chunk async for chunk in self.body_chunks(headers)])

@@ -16,7 +16,7 @@ import uuid
 
 import trio
 
-from ._common import Target
+from ._common import Target, cpu_seconds
 from ._http import Connection
 
 CONNECT_TIMEOUT_S = 30.0
@@ -37,13 +37,20 @@ class StormResult:
     steps: int
     wall_s: float
     job_s: float
+    cpu_s: float
     frames: list[int]
     lag_s: float | None
     missing_final: int
 
     @property
     def calls_per_s(self) -> float:
+        """Progress calls per second of the job's own (wall) time."""
         return self.steps / self.job_s if self.job_s > 0 else float("nan")
+
+    @property
+    def calls_per_cpu_s(self) -> float:
+        """Progress calls per second of server CPU (NaN when the server's pid is unknown)."""
+        return self.steps / self.cpu_s if self.cpu_s > 0 else float("nan")
 
 
 class Subscriber:
@@ -135,10 +142,12 @@ async def _storm(
     for reader in readers:
         reader.frames = 0
         reader.final_at = None
+    document = {"jobId": job_id, "params": {"steps": steps}}
+    cpu_started = cpu_seconds(where.pid)
     started = time.perf_counter()
-    response = await driver.post_json("/run/storm", {"jobId": job_id, "params": {"steps": steps}},
-                                      where.auth)
+    response = await driver.post_json("/run/storm", document, where.auth)
     answered = time.perf_counter()
+    cpu_s = cpu_seconds(where.pid) - cpu_started
     if response.status != 200 or not response.json().get("success"):
         raise RuntimeError(f"storm failed: {response.status} {response.body[:300]!r}")
     result = response.json()
@@ -154,6 +163,7 @@ async def _storm(
         steps=steps,
         wall_s=answered - started,
         job_s=job_s,
+        cpu_s=cpu_s,
         frames=[reader.frames for reader in readers],
         lag_s=lag_s,
         missing_final=sum(reader.final_at is None for reader in readers),

@@ -109,7 +109,8 @@ def _tune() -> None:
         gc.freeze()
 
 
-_tune()
+if __name__ != "__main__":  # the funtask server only: the bare app stays the stack as it is
+    _tune()
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["bare"]:

@@ -6,8 +6,10 @@ its share of jobs one after another: ``POST /run/greet-N`` with a
 409 (the task still finishing its previous delivery) is retried after 1 ms
 and counted. The receiver answers 200 at once and notes each client port:
 distinct ports are the connections the server used, so pooling shows as far
-fewer connections than deliveries. A ``--url`` server must allowlist the
-receiver: pass ``--receiver-port`` and allow ``http://127.0.0.1:PORT``.
+fewer connections than deliveries. The server's CPU time per job (submit,
+run, dead letter, delivery, 409s included) comes from /proc. A ``--url``
+server must allowlist the receiver: pass ``--receiver-port`` and allow
+``http://127.0.0.1:PORT``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ import uuid
 
 import trio
 
-from ._common import Target, describe, figure, note, parse_args, parser, pin_self, target
+from ._common import (
+    Target,
+    cpu_seconds,
+    describe,
+    figure,
+    note,
+    parse_args,
+    parser,
+    pin_self,
+    target,
+)
 from ._http import Connection, serve_posts
 
 TASKS = 50
@@ -106,12 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     with target(args, tasks=args.tasks, env={"FUNTASK_BENCH_CALLBACK_ORIGIN": origin}) as where:
         note(describe(where))
         note(f"{jobs} async jobs over {args.tasks} tasks, receiver at {origin}")
+        cpu_started = cpu_seconds(where.pid)
         receiver, seconds, busy = trio.run(deliver_all, where, listening, jobs, args.tasks)
+        cpu_per_job_us = (cpu_seconds(where.pid) - cpu_started) / jobs * 1e6
     if receiver.failures or receiver.deliveries != jobs:
         note(f"{receiver.deliveries} deliveries for {jobs} jobs, {receiver.failures} failed")
     figure("callbacks.deliveries", receiver.deliveries / seconds, "deliveries/s")
     figure("callbacks.connections", len(receiver.ports), "connections", at_most=args.tasks)
     figure("callbacks.busy_retries", busy, "409s")
+    figure("callbacks.cpu_per_job", cpu_per_job_us, "us")
     return 0
 
 
