@@ -13,18 +13,20 @@ import trio
 import funtask_trio as ft
 from funtask_trio.testing import running_server
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+def python_blocks(text: str = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
 def test_every_python_block_compiles():
-    blocks = python_blocks()
-    assert len(blocks) >= 3
-    for block in blocks:
-        compile(textwrap.dedent(block), "README.md", "exec")
+    for document in ["README.md", "docs/tools.md"]:
+        blocks = python_blocks((ROOT / document).read_text())
+        assert len(blocks) >= 3, document
+        for block in blocks:
+            compile(textwrap.dedent(block), document, "exec")
 
 
 async def test_the_writing_tasks_example_serves_greet_and_count_down(tmp_path, monkeypatch):
