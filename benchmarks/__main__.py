@@ -23,7 +23,7 @@ from ._load import loader
 
 BENCHMARKS = ("overhead", "progress", "fanout", "memory", "callbacks")
 README = Path(__file__).with_name("README.md")
-FIGURE_LINE = re.compile(r"^[a-z0-9_.]+ \S+ \S+( goal\S+ (met|MISSED))?$")
+FIGURE_LINE = re.compile(r"^[a-z0-9_.]+ \S+ \S+( goal\S+ (met|MISSED|n/a))?$")
 START_MARK = "<!-- figures:start -->"
 END_MARK = "<!-- figures:end -->"
 TOTAL_LINE = re.compile(r"^# all benchmarks took (\S+) s")

@@ -94,20 +94,21 @@ def figure(
     *,
     at_least: float | None = None,
     at_most: float | None = None,
-) -> bool:
-    """Print one figure line; return False only when it has a goal and misses it."""
+) -> None:
+    """Print one figure line, with its goal and whether it is met when it has one."""
     line = f"{name} {format_value(value)} {unit}"
-    met = True
     if at_least is not None:
-        met = value >= at_least
         line += f" goal>={format_value(at_least)}"
+        met = value >= at_least
     elif at_most is not None:
-        met = value <= at_most
         line += f" goal<={format_value(at_most)}"
+        met = value <= at_most
     if at_least is not None or at_most is not None:
-        line += " met" if met else " MISSED"
+        if value != value:  # NaN: not measured here (no --pid for a --url server)
+            line += " n/a"
+        else:
+            line += " met" if met else " MISSED"
     print(line, flush=True)
-    return met
 
 
 def note(text: str) -> None:
@@ -261,6 +262,12 @@ def target(
 
 
 def describe(target: Target) -> str:
-    what = "our benchmarks.app via funtask-trio serve" if target.ours else "the --url server"
-    pinning = f", server on CPU {SERVER_CORE}, load on CPU {LOAD_CORE}" if can_pin() else ""
-    return f"target {target.url} ({what}{pinning})"
+    if not target.ours:
+        where = f"the --url server (pin it yourself: taskset -c {SERVER_CORE} ...)"
+    else:
+        where = "our benchmarks.app via funtask-trio serve"
+        if can_pin():
+            where += f", server on CPU {SERVER_CORE}"
+    if can_pin():
+        where += f", load on CPU {LOAD_CORE}"
+    return f"target {target.url} ({where})"
