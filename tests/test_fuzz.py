@@ -161,6 +161,8 @@ raw_bodies = st.one_of(
             b'{"params":{"x":NaN}}',
             b"\xff\xfe\x00",
             b'{"params":{"name":"\xed\xa0\x80"}}',
+            b'{"jobId":"\\ud800","params":{"name":"\\udfff"}}',
+            b'{"jobId":"\\ud800","callbackUrl":"http://127.0.0.1:9/hooks/x"}',
             b"",
             b"null",
         ]

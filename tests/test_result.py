@@ -89,3 +89,10 @@ def test_health_summaries_omit_empty_fields():
         "finished": "2026-01-01T10:00:00Z",
     }
     assert "message" not in build(ft.ok()).summary()
+
+
+def test_lone_surrogates_become_replacement_characters_as_in_go():
+    result = build(ft.fail("bad", "half a pair: \ud800").with_data(x="\udfff"))
+    assert "half a pair: \ufffd" in result.body.decode()
+    ok_result = build(ft.ok("fine \ud83d\ude00"))  # a proper pair survives
+    assert json.loads(ok_result.body)["message"] == "fine \U0001f600"

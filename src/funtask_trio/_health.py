@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._jobs import Job, TaskSlot
-from ._result import go_json
+from ._result import go_json, utf8
 from ._timefmt import format_running, format_time
 
 
@@ -57,4 +57,4 @@ def snapshot(
 
 def serialize(document: dict[str, Any]) -> bytes:
     """A snapshot as compact JSON (example maps with their keys sorted, as Go writes them)."""
-    return go_json(document).encode()
+    return utf8(go_json(document))

@@ -91,6 +91,14 @@ _GO_ESCAPES: Final = (
 )
 
 
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8, with lone surrogates replaced by U+FFFD as Go's encoding/json does."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
 def go_json(value: Any, *, sort_keys: bool = True) -> str:
     """`value` as Go's ``json.Marshal`` writes it: compact, keys sorted, HTML-safe.
 
@@ -191,4 +199,4 @@ def _serialize(job_id: str, result: Result, duration_s: float) -> bytes:
             error["step"] = result.last_step
         parts += [',"error":', go_json(error, sort_keys=False)]
     parts.append("}")
-    return "".join(parts).encode()
+    return utf8("".join(parts))

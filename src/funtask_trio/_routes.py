@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from ._deadletters import is_safe_job_id
 from ._params import Params
-from ._result import go_json
+from ._result import go_json, utf8
 from ._run import STOPPED_BY_REQUEST, SYNC_CALLER_DISCONNECTED, SYNC_TIMEOUT_EXCEEDED
 from ._timefmt import format_running, go_duration
 
@@ -43,9 +43,8 @@ Handler = TypeVar("Handler", bound=Callable[..., Coroutine[Any, Any, Response]])
 def json_response(
     document: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(
-        go_json(document, sort_keys=False) + "\n", status, headers, content_type=JSON_TYPE
-    )
+    body = utf8(go_json(document, sort_keys=False) + "\n")
+    return Response(body, status, headers, content_type=JSON_TYPE)
 
 
 def body_response(body: bytes, status: int = 200) -> Response:
@@ -71,6 +70,24 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _replace_lone_surrogates(value: Any) -> Any:
+    """`value` with unpaired UTF-16 surrogates replaced by U+FFFD, as Go's encoding/json does.
+
+    A lone surrogate cannot be encoded as UTF-8, so a jobId holding one
+    could never be serialized into a result (nor a step into a snapshot).
+    """
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            _replace_lone_surrogates(key): _replace_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
+
+
 def parse_run_body(raw: bytes | str) -> tuple[str | None, str | None, dict[str, Any]]:
     """``(jobId, callbackUrl, params)`` from a ``/run`` body. Raises `_InvalidBody`."""
     if isinstance(raw, str):
@@ -85,6 +102,8 @@ def parse_run_body(raw: bytes | str) -> tuple[str | None, str | None, dict[str, 
         raise _InvalidBody from error
     if not isinstance(document, dict):
         raise _InvalidBody
+    if b"\\ud" in raw.lower():  # a \uD800-\uDFFF escape: the only way to spell a surrogate
+        document = _replace_lone_surrogates(document)
     job_id = document.get("jobId")
     callback_url = document.get("callbackUrl")
     params = document.get("params")

@@ -277,7 +277,9 @@ class Server:
             )
             serving.background = nursery
             await nursery.start(serving.jobs.run)
-            nursery.start_soon(serving.replay_dead_letters)
+            # Listed before the first request is served: a letter written by one of
+            # this run's own jobs must never be replayed beside that job's delivery.
+            await nursery.start(serving.replay_dead_letters)
             self._serving = serving
             logger.info("funtask server %r serving tasks %s", self.name, sorted(self._tasks))
             try:
@@ -454,9 +456,15 @@ class Serving:
                 )
         return delivered
 
-    async def replay_dead_letters(self) -> None:
-        """Redeliver every letter left by an earlier run, in the background, full schedule."""
+    async def replay_dead_letters(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Redeliver every letter left by an earlier run, in the background, full schedule.
+
+        Started (`task_status`) once the directory is listed.
+        """
         letters = await trio.to_thread.run_sync(self.dead_letters.pending)
+        task_status.started()
         replayable = [letter for letter in letters if letter.callback_url]
         if not replayable:
             return
@@ -587,11 +595,28 @@ def _watch_hypercorn_supervisor(serving: Serving) -> None:
         return
 
     async def poll() -> None:
-        # A multiprocessing event: polled, as hypercorn itself does.
-        while not shutdown_event.is_set():  # noqa: ASYNC110
-            await trio.sleep(0.1)
-        logger.info("hypercorn is shutting down: draining")
-        _start_exit_watchdog(serving.server.shutdown_timeout + WATCHDOG_MARGIN_S)
-        await serving.shutdown()
+        # hypercorn leaves SIGTERM at its default in workers, so a SIGTERM sent to the
+        # whole process group (systemd's default KillMode=control-group, kill -- -PGID)
+        # would kill this worker on the spot with results unflushed: it counts as the
+        # supervisor's word. Held until serving ends, so a second one cannot kill either.
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with trio.open_nursery() as waiting:
+
+                async def supervisor_says_stop() -> None:
+                    # A multiprocessing event: polled, as hypercorn itself does.
+                    while not shutdown_event.is_set():  # noqa: ASYNC110
+                        await trio.sleep(0.1)
+                    waiting.cancel_scope.cancel()
+
+                async def signalled() -> None:
+                    async for _ in signals:
+                        waiting.cancel_scope.cancel()
+
+                waiting.start_soon(supervisor_says_stop)
+                waiting.start_soon(signalled)
+            logger.info("hypercorn is shutting down: draining")
+            _start_exit_watchdog(serving.server.shutdown_timeout + WATCHDOG_MARGIN_S)
+            await serving.shutdown()
+            await trio.sleep_forever()
 
     serving.background.start_soon(poll)
