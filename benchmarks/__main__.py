@@ -78,9 +78,9 @@ def record(
     section = "\n".join(
         [
             START_MARK,
-            f"Recorded {when} by `{how}`, which took {seconds:.0f} s; HTTP load by {tool}.",
-            f"Machine: {machine()}; 1-minute load average {' then '.join(loads)}"
-            " (other work on the machine; see how figures are taken above).",
+            f"Recorded {when} by `{how}`: benchmarks took {seconds:.0f} s; HTTP load by {tool}.",
+            f"Machine: {machine()}; 1-minute load average {' before, '.join(loads)}"
+            f"{' after' if len(loads) > 1 else ''} (after: with the benchmark's own load).",
             "",
             "```",
             *figures,
