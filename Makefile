@@ -11,7 +11,7 @@ PORT ?= 8080
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv browser lint typecheck bench clean
+.PHONY: run test venv browser lint typecheck bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+# wrk drives the benchmarks' HTTP load; without it they fall back to a Trio load generator.
+bench-deps:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
+bench: $(STAMP) bench-deps
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator
+from functools import partial
 
 import httpx
+import pytest
 import trio
 
 import funtask_trio as ft
@@ -132,7 +134,7 @@ async def test_sse_frames_coalesce_a_burst_into_one_frame(autojump_clock):
         return json.dumps({"version": feed.version}).encode()
 
     cache = SnapshotCache(feed, build)
-    stream = sse_frames(feed, cache, keepalive_s=30, min_interval_s=0.02)
+    stream = sse_frames(feed, cache, keepalive_s=30, min_interval_s=0.02, progress_interval_s=0.2)
     assert await anext(stream) == b'data: {"version": 0}\n\n'
     for _ in range(1000):
         feed.notify()
@@ -142,6 +144,36 @@ async def test_sse_frames_coalesce_a_burst_into_one_frame(autojump_clock):
     feed.close()
     assert [frame async for frame in stream] == []
     assert builds == [0, 1000]
+
+
+async def test_progress_frames_wait_longer_than_job_starts_and_ends(autojump_clock):
+    feed = ChangeFeed()
+    cache = SnapshotCache(feed, lambda: str(feed.version).encode())
+    stream = sse_frames(feed, cache, keepalive_s=30, min_interval_s=0.02, progress_interval_s=0.2)
+    await anext(stream)
+    await trio.sleep(1)
+
+    async def notify_later(delay: float, *, lifecycle: bool) -> None:
+        await trio.sleep(delay)
+        feed.notify(lifecycle=lifecycle)
+
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        feed.notify()  # progress only
+        assert await anext(stream) == b"data: 1\n\n"
+        assert trio.current_time() - start == pytest.approx(0.2)
+        # Progress again, then a job ends 50 ms later: the end is not held back.
+        start = trio.current_time()
+        feed.notify()
+        nursery.start_soon(partial(notify_later, 0.05, lifecycle=True))
+        assert await anext(stream) == b"data: 3\n\n"
+        assert trio.current_time() - start == pytest.approx(0.05)
+        # A lifecycle change right after a frame waits only the minimum interval.
+        start = trio.current_time()
+        feed.notify(lifecycle=True)
+        assert await anext(stream) == b"data: 4\n\n"
+        assert trio.current_time() - start == pytest.approx(0.02)
+    await stream.aclose()
 
 
 async def test_snapshot_is_built_once_per_change_for_all_subscribers():

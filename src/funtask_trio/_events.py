@@ -5,6 +5,11 @@ change. Announcing a change is O(1) whatever the number of subscribers: only
 subscribers already parked on the event are woken, and one that is busy (or
 slow, or not reading) simply sees a higher version next time it looks, so it
 gets the newest state and never a backlog.
+
+Changes come in two weights: lifecycle changes (a job starts or ends) go out
+within `min_interval_s`; progress-only changes coalesce over the longer
+`progress_interval_s`, which keeps a progress storm cheap with many
+subscribers while a job's end still reaches every one of them at once.
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ import trio
 class ChangeFeed:
     """Announces that the observable state changed; subscribers wait for a newer version."""
 
-    __slots__ = ("version", "_changed", "_closed")
+    __slots__ = ("version", "lifecycle_version", "_changed", "_closed")
 
     def __init__(self) -> None:
         self.version = 0
+        self.lifecycle_version = 0
         self._changed = trio.Event()
         self._closed = False
 
-    def notify(self) -> None:
-        """Announce a change. O(1); never blocks; safe to call from any Trio task."""
+    def notify(self, *, lifecycle: bool = False) -> None:
+        """Announce a change (`lifecycle`: a job started or ended). O(1); never blocks."""
         self.version += 1
+        if lifecycle:
+            self.lifecycle_version += 1
         changed = self._changed
         if changed.statistics().tasks_waiting:
             self._changed = trio.Event()
@@ -74,14 +82,17 @@ async def sse_frames(
     *,
     keepalive_s: float,
     min_interval_s: float,
+    progress_interval_s: float,
 ) -> AsyncIterator[bytes]:
     """The ``/events`` body: the snapshot at once, then after every change, plus keepalives.
 
-    A subscriber sends at most one frame per `min_interval_s`; changes in
-    between coalesce into the next frame, so a progress storm costs each
-    subscriber a bounded number of writes and never a backlog.
+    A subscriber sends at most one frame per `min_interval_s`, and while only
+    progress changed, one per `progress_interval_s`; changes in between
+    coalesce into the next frame, so a progress storm costs each subscriber a
+    bounded number of writes and never a backlog.
     """
     seen = feed.version
+    seen_lifecycle = feed.lifecycle_version
     yield b"data: " + cache.get() + b"\n\n"
     last_sent = trio.current_time()
     while True:
@@ -92,10 +103,14 @@ async def sse_frames(
         if keepalive.cancelled_caught:
             yield b": keepalive\n\n"
             continue
-        # Let a burst of changes settle into one frame.
+        # Progress only: let it settle longer, unless a job starts or ends meanwhile.
+        with trio.move_on_at(last_sent + progress_interval_s):
+            while feed.lifecycle_version == seen_lifecycle and not feed.closed:
+                await feed.wait_newer(feed.version)
         await trio.sleep_until(last_sent + min_interval_s)
         if feed.closed:
             return
         seen = feed.version
+        seen_lifecycle = feed.lifecycle_version
         yield b"data: " + cache.get() + b"\n\n"
         last_sent = trio.current_time()

@@ -128,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         server.dead_letter_dir = default_dead_letter_dir(server.name)
     server.check_config()  # a configuration problem is reported before anything is logged
     _configure_logging()
-    server._exit_watchdog = True
+    server._own_process()
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
