@@ -14,7 +14,9 @@ import email.utils
 import hashlib
 import hmac
 import logging
+import re
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -41,7 +43,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone admits "²", which float() refuses
         seconds = float(value)
     else:
         try:
@@ -63,11 +65,19 @@ class _Origin:
     host: bytes
     port: int | None
     path: str
+    raw_path: str
 
 
-def _has_dot_segment(path: str) -> bool:
-    decoded = path.replace("%2e", ".").replace("%2E", ".")
-    return any(segment in (".", "..") for segment in decoded.split("/"))
+def _has_dot_segment(raw_path: str) -> bool:
+    # Receivers and proxies in front of them (nginx, for one) decode %2F and %5C
+    # before resolving dot segments: "/hooks%2F..%2Fadmin" must count as "/admin".
+    decoded = urllib.parse.unquote(raw_path)
+    return any(segment in (".", "..") for segment in re.split(r"[/\\]", decoded))
+
+
+def _has_encoded_separator(raw_path: str) -> bool:
+    lowered = raw_path.lower()
+    return "%2f" in lowered or "%5c" in lowered
 
 
 def _parse_origin(url: str) -> _Origin | None:
@@ -80,9 +90,10 @@ def _parse_origin(url: str) -> _Origin | None:
         return None
     if parsed.scheme not in ("http", "https") or not parsed.raw_host or parsed.userinfo:
         return None
-    if _has_dot_segment(parsed.raw_path.split(b"?", 1)[0].decode("ascii", "replace")):
+    raw_path = parsed.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
+    if _has_dot_segment(raw_path):
         return None
-    return _Origin(parsed.scheme, parsed.raw_host.lower(), parsed.port, parsed.path)
+    return _Origin(parsed.scheme, parsed.raw_host.lower(), parsed.port, parsed.path, raw_path)
 
 
 class Allowlist:
@@ -117,9 +128,13 @@ class Allowlist:
                 origin.port,
             ):
                 continue
-            if not origin.path or target.path == origin.path:
+            if not origin.path:
                 return True
-            if target.path.startswith(origin.path + "/"):
+            if _has_encoded_separator(target.raw_path):
+                # "/hooks%2Fx" is one segment to a strict server and "/hooks/x" to a
+                # decoding one: under the prefix for only one of them, so refused.
+                continue
+            if target.path == origin.path or target.path.startswith(origin.path + "/"):
                 return True
         return False
 
@@ -134,6 +149,20 @@ def _secret_key(secret: str) -> bytes:
         return base64.b64decode(secret[len("whsec_") :], validate=True)
     except binascii.Error:
         raise ValueError("callback secret must look like whsec_<base64>") from None
+
+
+# Printable ASCII but "%": what a header value carries as is (percent-encoding stays injective).
+_HEADER_SAFE: Final = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+
+
+def webhook_id(job_id: str) -> str:
+    """The ``webhook-id`` header for `job_id`: the jobId itself, percent-encoded where needed.
+
+    A header carries printable ASCII only, so other characters (and ``%``)
+    are percent-encoded as UTF-8; every other jobId, a UUID included, is sent
+    unchanged. The signature covers this value, as receivers see it.
+    """
+    return urllib.parse.quote(job_id, safe=_HEADER_SAFE, errors="surrogatepass")
 
 
 def sign_callback(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -203,12 +232,13 @@ class CallbackSender:
         headers = {"Content-Type": "application/json"}
         if self.secret is not None:
             timestamp = int(time.time())
-            headers["webhook-id"] = job_id
+            message_id = webhook_id(job_id)
+            headers["webhook-id"] = message_id
             headers["webhook-timestamp"] = str(timestamp)
-            headers["webhook-signature"] = sign_callback(self.secret, job_id, timestamp, body)
+            headers["webhook-signature"] = sign_callback(self.secret, message_id, timestamp, body)
         return headers
 
-    async def _attempt(self, job_id: str, url: str, body: bytes) -> httpx.Response | str:
+    async def _attempt(self, job_id: str, task: str, url: str, body: bytes) -> httpx.Response | str:
         """One POST: the response, or the text of the transport failure."""
         try:
             with trio.fail_after(self.timeout_s):
@@ -217,7 +247,17 @@ class CallbackSender:
                 )
         except trio.TooSlowError:
             return f"timed out after {self.timeout_s}s"
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as error:
+            return f"{type(error).__name__}: {error}"
+        except Exception as error:
+            # An escaping exception would take down the deliveries nursery (and every
+            # other delivery with it); a failed attempt keeps the letter for retry.
+            logger.exception(
+                "task %s job %s: unexpected error in callback attempt",
+                task,
+                job_id,
+                extra={"task": task, "job_id": job_id},
+            )
             return f"{type(error).__name__}: {error}"
 
     async def deliver(self, job_id: str, task: str, url: str, body: bytes, *, final: bool) -> bool:
@@ -230,11 +270,15 @@ class CallbackSender:
         attempt = 0
         while True:
             attempt += 1
-            outcome = await self._attempt(job_id, url, body)
+            outcome = await self._attempt(job_id, task, url, body)
             if isinstance(outcome, httpx.Response) and outcome.is_success:
                 logger.info(
                     "task %s job %s: callback delivered (attempt %d, HTTP %d)",
-                    task, job_id, attempt, outcome.status_code, extra=log_extra,
+                    task,
+                    job_id,
+                    attempt,
+                    outcome.status_code,
+                    extra=log_extra,
                 )
                 return True
             reason = (
@@ -243,13 +287,20 @@ class CallbackSender:
             if isinstance(outcome, httpx.Response) and outcome.status_code == 410:
                 logger.warning(
                     "task %s job %s: callback receiver answered 410 Gone; giving up,"
-                    " dead letter kept", task, job_id, extra=log_extra,
+                    " dead letter kept",
+                    task,
+                    job_id,
+                    extra=log_extra,
                 )
                 return False
             if attempt >= attempts or self.draining.is_set():
                 logger.error(
                     "task %s job %s: callback failed after %d attempt(s) (%s); dead letter kept",
-                    task, job_id, attempt, reason, extra=log_extra,
+                    task,
+                    job_id,
+                    attempt,
+                    reason,
+                    extra=log_extra,
                 )
                 return False
             wait = retry_wait(attempt)
@@ -259,7 +310,12 @@ class CallbackSender:
                     wait = retry_after
             logger.warning(
                 "task %s job %s: callback attempt %d failed (%s); retrying in %ss",
-                task, job_id, attempt, reason, wait, extra=log_extra,
+                task,
+                job_id,
+                attempt,
+                reason,
+                wait,
+                extra=log_extra,
             )
             with trio.move_on_after(wait):
                 await self.draining.wait()

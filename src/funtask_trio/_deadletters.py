@@ -12,6 +12,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Final
 
@@ -66,8 +67,11 @@ class DeadLetterDir:
         return self.path / (job_id + RESULT_SUFFIX)
 
     def _write_atomically(self, target: Path, data: bytes) -> None:
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        # A fresh name per write (O_EXCL): two tasks may finish jobs with the same
+        # jobId at once, and a leftover from a crashed process is never reused.
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(temporary, flags, 0o600)
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
@@ -77,6 +81,20 @@ class DeadLetterDir:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        """Make the rename itself durable (a crash right after must not lose the letter)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return  # not supported here (e.g. Windows); the data itself is synced
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def write_sync(self, job_id: str, body: bytes, callback_url: str, task: str) -> None:
         """Write the letter and its callback record. Raises `OSError` (disk full, read-only)."""
@@ -104,10 +122,14 @@ class DeadLetterDir:
         callback_url = task = None
         try:
             record = json.loads(result_path.with_suffix(CALLBACK_SUFFIX).read_bytes())
-            callback_url = record.get("callbackUrl")
-            task = record.get("task")
-        except (OSError, ValueError, AttributeError):
-            pass  # a letter written by Go, or by hand: no callback record
+        except (OSError, ValueError):
+            record = None  # a letter written by Go, or by hand: no callback record
+        if isinstance(record, dict):
+            # Anything but strings would reach httpx (and fail there) on replay.
+            if isinstance(record.get("callbackUrl"), str) and record["callbackUrl"]:
+                callback_url = record["callbackUrl"]
+            if isinstance(record.get("task"), str) and record["task"]:
+                task = record["task"]
         created = _dt.datetime.fromtimestamp(result_path.stat().st_mtime, _dt.UTC)
         return DeadLetter(job_id, result_path, body, callback_url, task, created)
 
