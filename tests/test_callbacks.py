@@ -242,6 +242,23 @@ async def test_dead_letter_holds_the_delivered_bytes_until_a_2xx(
     assert os.listdir(dead_letter_dir) == []
 
 
+@pytest.mark.parametrize("status", [201, 202, 204, 299])
+async def test_any_2xx_counts_as_delivered(
+    status: int,
+    virtual_clock: trio.testing.MockClock,
+    make_server: Callable[..., ft.Server],
+    receiver: ScriptedReceiver,
+    dead_letter_dir: Path,
+) -> None:
+    receiver.default = Answer(status)
+    async with serving(make_server, receiver) as (_, client):
+        await start(client, receiver, "greet", "accepted")
+        await stored_result(client, "accepted")
+        await trio.sleep(1000)
+    assert len(receiver.received) == 1
+    assert os.listdir(dead_letter_dir) == []
+
+
 async def test_deliveries_share_one_pooled_connection(
     make_server: Callable[..., ft.Server], receiver: ScriptedReceiver
 ) -> None:

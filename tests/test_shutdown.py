@@ -27,7 +27,7 @@ import httpx
 import pytest
 import trio
 
-from _receiver import Received, ScriptedReceiver, serve_receiver
+from _receiver import Answer, Received, ScriptedReceiver, serve_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ server = ft.Server(
     dead_letter_dir=os.environ["SHUTDOWN_TEST_DEAD_LETTERS"],
     shutdown_timeout=float(os.environ["SHUTDOWN_TEST_TIMEOUT"]),
     callback_allowlist=[os.environ["SHUTDOWN_TEST_RECEIVER"]],
-    callback_timeout=2,
+    callback_timeout=float(os.environ["SHUTDOWN_TEST_CALLBACK_TIMEOUT"]),
 )
 
 
@@ -125,6 +125,7 @@ async def launched(
     *,
     receiver_url: str,
     shutdown_timeout: float,
+    callback_timeout: float = 2,
 ) -> AsyncIterator[ServerProcess]:
     """The app served by `launcher` ("server.run" or "hypercorn"), until the block ends."""
     (tmp_path / "shutdown_app.py").write_text(APP_MODULE)
@@ -134,6 +135,7 @@ async def launched(
         SHUTDOWN_TEST_DEAD_LETTERS=str(dead_letters),
         SHUTDOWN_TEST_TIMEOUT=str(shutdown_timeout),
         SHUTDOWN_TEST_RECEIVER=receiver_url,
+        SHUTDOWN_TEST_CALLBACK_TIMEOUT=str(callback_timeout),
         PYTHONUNBUFFERED="1",
     )
     if launcher == "server.run":
@@ -392,6 +394,36 @@ async def test_an_event_stream_that_is_never_read_cannot_hold_the_process(
         # so the drain ends cleanly instead of by the watchdog.
         assert code == 0
         assert "shutdown still blocked" not in served.log.read_text()
+
+
+async def test_a_receiver_that_never_answers_cannot_hold_the_process(
+    tmp_path: Path, receiver: ScriptedReceiver
+) -> None:
+    receiver.default = Answer(hang=True)
+    shutdown_timeout = 1.0
+    async with (
+        launched(
+            tmp_path,
+            "server.run",
+            receiver_url=receiver.url,
+            shutdown_timeout=shutdown_timeout,
+            callback_timeout=60,  # far past the shutdown timeout
+        ) as served,
+        served.client() as client,
+    ):
+        await start(client, receiver, "polite", "p1")
+        await running_steps(client, polite="waiting politely")
+        signalled = trio.current_time()
+        served.process.send_signal(signal.SIGTERM)
+        await receiver.wait_for(1, timeout=5)  # the last attempt, which is never answered
+        code = await served.exit_code(within=shutdown_timeout + WATCHDOG_MARGIN_S + 2)
+        exited = trio.current_time()
+    # The delivery is cut at the shutdown timeout; the dead letter stays for the next start.
+    assert exited - signalled < shutdown_timeout + EXIT_SLACK_S
+    assert code == 0
+    letter = served.dead_letters / "p1.json"
+    assert letter.read_bytes() == receiver.received[0].body
+    assert len(receiver.received) == 1
 
 
 # -- at-least-once across a crash -----------------------------------------------------------
