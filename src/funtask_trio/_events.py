@@ -22,28 +22,43 @@ import trio
 class ChangeFeed:
     """Announces that the observable state changed; subscribers wait for a newer version."""
 
-    __slots__ = ("version", "lifecycle_version", "_changed", "_closed")
+    __slots__ = (
+        "version",
+        "lifecycle_version",
+        "_changed",
+        "_lifecycle_changed",
+        "_waiting",
+        "_lifecycle_waiting",
+        "_closed",
+    )
 
     def __init__(self) -> None:
         self.version = 0
         self.lifecycle_version = 0
         self._changed = trio.Event()
+        self._lifecycle_changed = trio.Event()
+        # Counted here because run.progress() calls notify() in its hot path.
+        self._waiting = 0
+        self._lifecycle_waiting = 0
         self._closed = False
 
     def notify(self, *, lifecycle: bool = False) -> None:
         """Announce a change (`lifecycle`: a job started or ended). O(1); never blocks."""
         self.version += 1
+        if self._waiting:
+            self._changed.set()
+            self._changed = trio.Event()
         if lifecycle:
             self.lifecycle_version += 1
-        changed = self._changed
-        if changed.statistics().tasks_waiting:
-            self._changed = trio.Event()
-            changed.set()
+            if self._lifecycle_waiting:
+                self._lifecycle_changed.set()
+                self._lifecycle_changed = trio.Event()
 
     def close(self) -> None:
         """End every subscription (shutdown); waiters wake and see `closed`."""
         self._closed = True
         self._changed.set()
+        self._lifecycle_changed.set()
 
     @property
     def closed(self) -> bool:
@@ -52,8 +67,24 @@ class ChangeFeed:
     async def wait_newer(self, seen: int) -> int:
         """Wait until the version is newer than `seen` (or the feed closes); return it."""
         while self.version == seen and not self._closed:
-            await self._changed.wait()
+            self._waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
         return self.version
+
+    async def wait_lifecycle_newer(self, seen: int) -> None:
+        """Wait until a job starts or ends after lifecycle version `seen` (or the feed closes).
+
+        Progress changes do not wake this waiter.
+        """
+        while self.lifecycle_version == seen and not self._closed:
+            self._lifecycle_waiting += 1
+            try:
+                await self._lifecycle_changed.wait()
+            finally:
+                self._lifecycle_waiting -= 1
 
 
 class SnapshotCache:
@@ -105,8 +136,7 @@ async def sse_frames(
             continue
         # Progress only: let it settle longer, unless a job starts or ends meanwhile.
         with trio.move_on_at(last_sent + progress_interval_s):
-            while feed.lifecycle_version == seen_lifecycle and not feed.closed:
-                await feed.wait_newer(feed.version)
+            await feed.wait_lifecycle_newer(seen_lifecycle)
         await trio.sleep_until(last_sent + min_interval_s)
         if feed.closed:
             return

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from collections.abc import Callable
 from typing import Any
 
 import trio
-
-from ._timefmt import utcnow
 
 # Why a job was cancelled, as the `cancelled` result's message says.
 STOPPED_BY_REQUEST = "stopped by request"
@@ -37,7 +36,7 @@ class Run:
         "current_step",
         "progress_current",
         "progress_total",
-        "last_step_at",
+        "_last_step_ts",
         "cancel_reason",
         "_cancel_scope",
         "_nursery",
@@ -60,7 +59,7 @@ class Run:
         self.current_step = ""
         self.progress_current = 0
         self.progress_total = 0
-        self.last_step_at: _dt.datetime | None = None
+        self._last_step_ts: float | None = None
         self.cancel_reason: str | None = None
         """Why the job was cancelled (None: not cancelled, or ran out of time)."""
         self._cancel_scope = trio.CancelScope()
@@ -96,9 +95,16 @@ class Run:
             self.cancel_reason = reason
         self._cancel_scope.cancel()
 
+    @property
+    def last_step_at(self) -> _dt.datetime | None:
+        """When the latest step was reported (UTC), or None before the first."""
+        if self._last_step_ts is None:
+            return None
+        return _dt.datetime.fromtimestamp(self._last_step_ts, _dt.UTC)
+
     def _record(self, text: str) -> None:
         self.current_step = text
-        self.last_step_at = utcnow()
+        self._last_step_ts = time.time()
         if self._steps is not None:
             self._steps.append(text)
         if self._on_change is not None:
