@@ -585,6 +585,9 @@ async def test_a_job_id_with_a_lone_surrogate_does_not_take_the_server_down(
         started = await client.post("/run/greet", content=body)
         with contextlib.suppress(trio.TooSlowError):
             await receiver.wait_for(1, timeout=100)
+        with trio.fail_after(100):  # the slot is free once delivery has ended
+            while (await client.get("/result/\ufffd")).status_code != 200:
+                await trio.sleep(0.01)
         after = await client.post("/run/greet", json={})
     # As Go decodes it: the lone surrogate becomes U+FFFD.
     assert started.status_code == 202 and started.json() == {"jobId": "\ufffd"}
@@ -710,6 +713,24 @@ async def test_pending_dead_letters_are_replayed_on_startup_with_the_full_schedu
     assert len(receiver.received) == 3
     assert go_letter.exists()
     assert sorted(os.listdir(dead_letter_dir)) == ["from-go.json"]
+
+
+async def test_a_letter_whose_origin_left_the_allowlist_is_kept_not_replayed(
+    virtual_clock: trio.testing.MockClock,
+    make_server: Callable[..., ft.Server],
+    receiver: ScriptedReceiver,
+    dead_letter_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await trio.Path(dead_letter_dir).mkdir()
+    letter, record = letter_files(dead_letter_dir, "old-origin")
+    letter.write_bytes(b'{"jobId":"old-origin","success":true,"duration":"0s"}')
+    record.write_text(json.dumps({"callbackUrl": receiver.url + "/x", "task": "greet"}))
+    async with serving(make_server, receiver, callback_allowlist=["http://127.0.0.1:9"]):
+        await trio.sleep(1000)
+    assert receiver.received == []
+    assert letter.exists() and record.exists()
+    assert "callback URL no longer allowed" in caplog.text
 
 
 async def test_a_job_started_at_once_is_not_replayed_beside_its_own_delivery(

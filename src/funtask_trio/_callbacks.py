@@ -29,6 +29,7 @@ RETRY_WAITS_S: Final = (1.0, 5.0, 15.0, 60.0)
 LAST_RETRY_WAIT_S: Final = 120.0
 MAX_RETRY_AFTER_S: Final = 120.0
 SIGNATURE_TOLERANCE_S: Final = 300
+MAX_RESPONSE_BYTES: Final = 64 * 1024
 
 
 def retry_wait(failed_attempts: int) -> float:
@@ -242,9 +243,20 @@ class CallbackSender:
         """One POST: the response, or the text of the transport failure."""
         try:
             with trio.fail_after(self.timeout_s):
-                return await self.client.post(
-                    url, content=body, headers=self._headers(job_id, body)
+                request = self.client.build_request(
+                    "POST", url, content=body, headers=self._headers(job_id, body)
                 )
+                response = await self.client.send(request, stream=True)
+                try:
+                    # Only the status matters; a huge or endless answer is not read whole.
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > MAX_RESPONSE_BYTES:
+                            break
+                finally:
+                    await response.aclose()
+                return response
         except trio.TooSlowError:
             return f"timed out after {self.timeout_s}s"
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as error:

@@ -319,6 +319,8 @@ class Server:
         listener = _listening_socket(host, port, user_timeout_s=self.shutdown_timeout + 1)
         config.bind = [f"fd://{listener.detach()}"]
         config.graceful_timeout = max(float(self.shutdown_timeout), 1.0)
+        # hypercorn's own limit on lifespan shutdown must not cut our drain short.
+        config.shutdown_timeout = self.shutdown_timeout + self.callback_timeout + 10
         config.accesslog = None
         stop_requested = self._stop_requested = trio.Event()
 
@@ -475,7 +477,19 @@ class Serving:
         """
         letters = await trio.to_thread.run_sync(self.dead_letters.pending)
         task_status.started()
-        replayable = [letter for letter in letters if letter.callback_url]
+        replayable = []
+        for letter in letters:
+            if not letter.callback_url:
+                continue
+            if not self.allowlist.allows(letter.callback_url):
+                # The allowlist may have shrunk since: never send where it no longer allows.
+                logger.warning(
+                    "dead letter %s: callback URL no longer allowed; kept, not replayed",
+                    letter.job_id,
+                    extra={"task": letter.task, "job_id": letter.job_id},
+                )
+                continue
+            replayable.append(letter)
         if not replayable:
             return
         logger.info("replaying %d pending dead letter(s)", len(replayable))
