@@ -86,6 +86,28 @@ async def chatty(run, params):
         await trio.sleep(0.01)
 
 
+def _register_fleet():
+    """Many tasks, so that many jobs run at once (one job per task)."""
+
+    async def busy(run, params):
+        await run.step("busy")
+        if params.bool("stubborn", default=False):
+            with trio.CancelScope(shield=True):
+                await trio.sleep(params.float("hold"))
+            return ft.ok("held")
+        await trio.sleep_forever()
+
+    async def quick(run, params):
+        return ft.ok("done").with_data(n=params.int("n"))
+
+    for index in range(100):
+        server.task(f"busy-{index}")(busy)
+        server.task(f"quick-{index}")(quick)
+
+
+_register_fleet()
+
+
 if __name__ == "__main__":
     server.run(port=0)
 '''
@@ -477,3 +499,83 @@ async def test_a_result_survives_kill_9_between_its_dead_letter_and_its_delivery
     assert delivered.body == body
     assert delivered.headers["content-type"] == "application/json"
     assert len(receiver.received) == 1
+
+
+async def test_sigterm_with_50_jobs_across_tasks_gives_every_job_a_result_in_time(
+    tmp_path: Path, receiver: ScriptedReceiver
+) -> None:
+    shutdown_timeout = 2.0
+    async with (
+        launched(
+            tmp_path, "server.run", receiver_url=receiver.url, shutdown_timeout=shutdown_timeout
+        ) as served,
+        served.client() as client,
+    ):
+        for index in range(50):
+            stubborn = index % 5 == 0  # 10 of them ignore cancellation past the timeout
+            params = {"stubborn": True, "hold": 30} if stubborn else {}
+            await start(client, receiver, f"busy-{index}", f"job-{index}", **params)
+        await running_steps(client, **{f"busy-{index}": "busy" for index in range(50)})
+        signalled = trio.current_time()
+        served.process.send_signal(signal.SIGTERM)
+        received = await receiver.wait_for(50, timeout=shutdown_timeout + 5)
+        last_result = max(item.at for item in received)
+        code = await served.exit_code(within=shutdown_timeout + WATCHDOG_MARGIN_S + 3)
+    results = by_job(received)
+    assert sorted(results) == sorted(f"job-{index}" for index in range(50))
+    codes = {job_id: result["error"]["code"] for job_id, result in results.items()}
+    assert {codes[f"job-{index}"] for index in range(50) if index % 5} == {"cancelled"}
+    assert {codes[f"job-{index}"] for index in range(0, 50, 5)} == {"worker_shutdown"}
+    assert all(result["error"]["step"] == "busy" for result in results.values())
+    assert last_result - signalled < shutdown_timeout + 1.5
+    # Ten jobs would not stop: the watchdog ends the process after flushing their results.
+    assert code == 1
+    assert os.listdir(served.dead_letters) == []
+
+
+async def test_kill_9_with_100_undelivered_results_loses_none_after_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    receiver_socket = socket.socket()  # bound, not listening: deliveries are refused
+    receiver_socket.bind(("127.0.0.1", 0))
+    receiver_url = f"http://127.0.0.1:{receiver_socket.getsockname()[1]}"
+    async with (
+        launched(tmp_path, "server.run", receiver_url=receiver_url, shutdown_timeout=1) as served,
+        served.client() as client,
+    ):
+        for index in range(100):
+            response = await client.post(
+                f"/run/quick-{index}",
+                json={
+                    "jobId": f"q-{index}",
+                    "callbackUrl": receiver_url + "/hook",
+                    "params": {"n": index},
+                },
+            )
+            assert response.status_code == 202
+
+        async def all_written() -> bool:
+            return len(list(served.dead_letters.glob("q-*.json"))) == 100
+
+        await until(all_written, within=20)
+        os.killpg(served.process.pid, signal.SIGKILL)
+        assert await served.exit_code(within=5) == -signal.SIGKILL
+
+    receiver = ScriptedReceiver()
+    receiver_socket.listen()
+    await nursery.start(serve_receiver, receiver, receiver_socket)
+    async with launched(
+        tmp_path, "server.run", receiver_url=receiver_url, shutdown_timeout=1
+    ) as restarted:
+        await receiver.wait_for(100, timeout=30)
+
+        async def emptied() -> bool:
+            return os.listdir(restarted.dead_letters) == []
+
+        await until(emptied, within=10)
+        restarted.process.send_signal(signal.SIGTERM)
+        assert await restarted.exit_code(within=5) == 0
+    receiver_socket.close()
+    delivered = by_job(receiver.received)
+    assert sorted(delivered) == sorted(f"q-{index}" for index in range(100))
+    assert all(result["data"]["n"] == int(job_id[2:]) for job_id, result in delivered.items())
