@@ -70,9 +70,7 @@ def run_one(name: str, passed: list[str]) -> tuple[list[str], bool]:
     return figures, process.wait() == 0
 
 
-def record(
-    figures: list[str], seconds: float, how: str, loads: list[str], tool: str
-) -> None:
+def record(figures: list[str], seconds: float, how: str, loads: list[str], tool: str) -> None:
     """Replace the figures section of README.md."""
     when = datetime.date.today().isoformat()
     section = "\n".join(

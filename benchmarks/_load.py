@@ -73,9 +73,21 @@ def run_load(
     if loader() == "wrk":
         return _run_wrk(base_url, path_template, body, headers, connections, seconds, spread)
     argv = [
-        sys.executable, "-m", "benchmarks._load",
-        "--url", base_url, "--path", path_template, "--body", body.decode(),
-        "--connections", str(connections), "--seconds", str(seconds), "--spread", str(spread),
+        sys.executable,
+        "-m",
+        "benchmarks._load",
+        "--url",
+        base_url,
+        "--path",
+        path_template,
+        "--body",
+        body.decode(),
+        "--connections",
+        str(connections),
+        "--seconds",
+        str(seconds),
+        "--spread",
+        str(spread),
     ]
     for name, value in headers.items():
         argv += ["--header", f"{name}: {value}"]
@@ -155,8 +167,14 @@ def _run_wrk(
     try:
         threads = min(connections, MAX_WRK_THREADS)
         argv = [
-            "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-            f"--timeout={REQUEST_TIMEOUT_S}s", "-s", script.name, base_url,
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            f"--timeout={REQUEST_TIMEOUT_S}s",
+            "-s",
+            script.name,
+            base_url,
         ]
         completed = subprocess.run(
             pinned(argv, LOAD_CORE), capture_output=True, text=True, timeout=seconds + 60

@@ -78,8 +78,9 @@ async def deliver_all(
                 delivered = receiver.waiting[job_id] = trio.Event()
                 document = {"jobId": job_id, "callbackUrl": callback_url, "params": {}}
                 while True:
-                    response = await connection.post_json(f"/run/greet-{task}", document,
-                                                          where.auth)
+                    response = await connection.post_json(
+                        f"/run/greet-{task}", document, where.auth
+                    )
                     if response.status == 202:
                         break
                     if response.status != 409:

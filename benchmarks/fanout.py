@@ -47,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     # The same in server CPU time, which other processes on the machine hardly move.
     quiet_cpu = min(r.cpu_s for r in quiet_runs)
     watched_cpu = min(r.cpu_s for r in watched_runs)
-    figure("fanout.ratio_cpu", watched_cpu / quiet_cpu if quiet_cpu > 0 else float("nan"), "x",
-           at_most=GOAL_RATIO)
+    figure(
+        "fanout.ratio_cpu",
+        watched_cpu / quiet_cpu if quiet_cpu > 0 else float("nan"),
+        "x",
+        at_most=GOAL_RATIO,
+    )
     figure("fanout.frames_per_subscriber_mean", statistics.mean(watched.frames), "frames")
     figure("fanout.frames_per_subscriber_min", min(watched.frames), "frames")
     figure("fanout.frames_per_subscriber_max", max(watched.frames), "frames")

@@ -28,7 +28,9 @@ async def sequential_jobs(where: Target, count: int) -> float:
     """Run greet `count` times, one after another; return the runs per second."""
     connection = await Connection.open(where.url)
     raw = connection.build(
-        "POST", "/run/greet", b'{"params":{"name":"World"}}',
+        "POST",
+        "/run/greet",
+        b'{"params":{"name":"World"}}',
         {**where.auth, "Content-Type": "application/json"},
     )
     started = time.perf_counter()
