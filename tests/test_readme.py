@@ -53,3 +53,17 @@ async def test_the_writing_tasks_example_serves_greet_and_count_down(tmp_path, m
             assert job["currentStep"] == "T-5"
             assert job["progress"] == {"current": 1, "total": 5, "percent": 20}
             await client.post("/stop/count-down")
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_the_readme_test_examples_pass(pytester, monkeypatch):
+    blocks = [block for block in python_blocks() if "async def test_" in block]
+    assert len(blocks) == 2
+    for index, block in enumerate(blocks):
+        pytester.makepyfile(**{f"test_readme_{index}": block})
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=4)

@@ -111,10 +111,13 @@ def _banner(server: Server, base: str, *, generated_token: bool) -> str:
     if server.dashboard:
         lines.append(f"  dashboard:    {base}/dashboard#token={token}")
     if server.tasks:
-        first_task = sorted(server.tasks)[0]
+        # A task with an example runs first time: its example params work.
+        with_examples = [task for task in server.tasks.values() if task.example]
+        task = min(with_examples or server.tasks.values(), key=lambda task: task.name)
+        body = json.dumps({"params": task.example or {}}, separators=(",", ":"))
         lines.append(
-            f"  try:          curl -H 'Authorization: Bearer {token}' -d '{{\"params\":{{}}}}'"
-            f" {base}/run/{first_task}"
+            f"  try:          curl -H 'Authorization: Bearer {token}' -d '{body}'"
+            f" {base}/run/{task.name}"
         )
     return "\n".join(lines)
 
