@@ -71,7 +71,56 @@ _CONVERTERS: Final = {
 }
 
 
-class Params(Mapping[str, Any]):
+class _TypedReads:
+    """The typed accessors, shared by `Params` (raises) and `ParamReader` (records)."""
+
+    __slots__ = ()
+
+    def _read(self, key: builtins.str, kind: builtins.str, default: Any) -> Any:
+        raise NotImplementedError
+
+    @overload
+    def str(self, key: builtins.str) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, default: T) -> builtins.str | T: ...
+    def str(self, key: builtins.str, default: Any = MISSING) -> Any:
+        """The string at `key` (a `ParamReader` records an error and returns ``""``)."""
+        return self._read(key, "string", default)
+
+    @overload
+    def int(self, key: builtins.str) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, default: T) -> builtins.int | T: ...
+    def int(self, key: builtins.str, default: Any = MISSING) -> Any:
+        """The integer at `key`; whole floats such as ``5.0`` count, ``3.7`` and booleans don't."""
+        return self._read(key, "int", default)
+
+    @overload
+    def float(self, key: builtins.str) -> builtins.float: ...
+    @overload
+    def float(self, key: builtins.str, default: T) -> builtins.float | T: ...
+    def float(self, key: builtins.str, default: Any = MISSING) -> Any:
+        """The number at `key`, as a float (ints are accepted)."""
+        return self._read(key, "float", default)
+
+    @overload
+    def bool(self, key: builtins.str) -> builtins.bool: ...
+    @overload
+    def bool(self, key: builtins.str, default: T) -> builtins.bool | T: ...
+    def bool(self, key: builtins.str, default: Any = MISSING) -> Any:
+        """The JSON boolean at `key` (no truthy strings or numbers)."""
+        return self._read(key, "bool", default)
+
+    @overload
+    def time(self, key: builtins.str) -> _dt.datetime: ...
+    @overload
+    def time(self, key: builtins.str, default: T) -> _dt.datetime | T: ...
+    def time(self, key: builtins.str, default: Any = MISSING) -> Any:
+        """The RFC 3339 timestamp at `key`, as a timezone-aware `datetime`."""
+        return self._read(key, "time", default)
+
+
+class Params(_TypedReads, Mapping[str, Any]):
     """The request's ``params``: a read-only mapping with typed accessors.
 
     Each accessor raises `ParamError` (a `ValueError`) when the key is missing
@@ -111,46 +160,6 @@ class Params(Mapping[str, Any]):
         except TypeError:
             raise ParamError([(key, kind)]) from None
 
-    @overload
-    def str(self, key: builtins.str) -> builtins.str: ...
-    @overload
-    def str(self, key: builtins.str, default: T) -> builtins.str | T: ...
-    def str(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The string at `key`."""
-        return self._read(key, "string", default)
-
-    @overload
-    def int(self, key: builtins.str) -> builtins.int: ...
-    @overload
-    def int(self, key: builtins.str, default: T) -> builtins.int | T: ...
-    def int(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The integer at `key`; whole floats such as ``5.0`` count, ``3.7`` and booleans don't."""
-        return self._read(key, "int", default)
-
-    @overload
-    def float(self, key: builtins.str) -> builtins.float: ...
-    @overload
-    def float(self, key: builtins.str, default: T) -> builtins.float | T: ...
-    def float(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The number at `key`, as a float (ints are accepted)."""
-        return self._read(key, "float", default)
-
-    @overload
-    def bool(self, key: builtins.str) -> builtins.bool: ...
-    @overload
-    def bool(self, key: builtins.str, default: T) -> builtins.bool | T: ...
-    def bool(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The JSON boolean at `key` (no truthy strings or numbers)."""
-        return self._read(key, "bool", default)
-
-    @overload
-    def time(self, key: builtins.str) -> _dt.datetime: ...
-    @overload
-    def time(self, key: builtins.str, default: T) -> _dt.datetime | T: ...
-    def time(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The RFC 3339 timestamp at `key`, as a timezone-aware `datetime`."""
-        return self._read(key, "time", default)
-
     def reader(self) -> ParamReader:
         """A reader that collects every failed read, for one `ParamError` naming them all."""
         return ParamReader(self)
@@ -165,10 +174,11 @@ _ZERO: Final[dict[str, Any]] = {
 }
 
 
-class ParamReader:
+class ParamReader(_TypedReads):
     """Reads several parameters, collecting errors instead of raising at the first.
 
-    Each read returns the zero value of its type on error; `check` then raises
+    Each read returns the zero value of its type on error (``""``, ``0``,
+    ``0.0``, ``False``, ``datetime(1, 1, 1, tzinfo=UTC)``); `check` then raises
     one `ParamError`: ``missing or invalid parameters: since (expected time),
     limit (expected int)``.
     """
@@ -185,46 +195,6 @@ class ParamReader:
         except ParamError as error:
             self._problems.extend(error.problems)
             return _ZERO[kind]
-
-    @overload
-    def str(self, key: builtins.str) -> builtins.str: ...
-    @overload
-    def str(self, key: builtins.str, default: T) -> builtins.str | T: ...
-    def str(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The string at `key`, or ``""`` (error recorded)."""
-        return self._read(key, "string", default)
-
-    @overload
-    def int(self, key: builtins.str) -> builtins.int: ...
-    @overload
-    def int(self, key: builtins.str, default: T) -> builtins.int | T: ...
-    def int(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The integer at `key`, or ``0`` (error recorded)."""
-        return self._read(key, "int", default)
-
-    @overload
-    def float(self, key: builtins.str) -> builtins.float: ...
-    @overload
-    def float(self, key: builtins.str, default: T) -> builtins.float | T: ...
-    def float(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The number at `key`, or ``0.0`` (error recorded)."""
-        return self._read(key, "float", default)
-
-    @overload
-    def bool(self, key: builtins.str) -> builtins.bool: ...
-    @overload
-    def bool(self, key: builtins.str, default: T) -> builtins.bool | T: ...
-    def bool(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The boolean at `key`, or ``False`` (error recorded)."""
-        return self._read(key, "bool", default)
-
-    @overload
-    def time(self, key: builtins.str) -> _dt.datetime: ...
-    @overload
-    def time(self, key: builtins.str, default: T) -> _dt.datetime | T: ...
-    def time(self, key: builtins.str, default: Any = MISSING) -> Any:
-        """The timestamp at `key`, or ``datetime(1, 1, 1, tzinfo=UTC)`` (error recorded)."""
-        return self._read(key, "time", default)
 
     @property
     def errors(self) -> list[tuple[builtins.str, builtins.str]]:
