@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from examples import counter
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import funtask_trio as ft
@@ -44,7 +45,7 @@ XSS_MESSAGE = '<img src=x onerror="alert(2)"><script>alert("msg")</script>'
 
 
 def counter_server(dead_letter_dir: Path, **options: Any) -> ft.Server:
-    """The tasks of examples/counter.py on a fresh server (countdown steps every `interval` s)."""
+    """The tasks of examples/counter.py, as registered there, on a fresh server."""
     server = ft.Server(
         "counter",
         auth_token=TOKEN,
@@ -53,26 +54,8 @@ def counter_server(dead_letter_dir: Path, **options: Any) -> ft.Server:
         shutdown_timeout=2,
         **options,
     )
-
-    @server.task(description="Returns a greeting", example={"name": "World"})
-    async def greet(run: ft.Run, params: ft.Params) -> ft.Result:
-        name = params.str("name", default="World")
-        return ft.ok(f"Hello, {name}!").with_data(name=name)
-
-    @server.task("fail-demo", description="Always fails, to show an error", example={})
-    async def fail_demo(run: ft.Run, params: ft.Params) -> ft.Result:
-        await run.step("connecting to the database")
-        return ft.fail("db_error", "connection refused to db.example.com")
-
-    @server.task(description="Counts down from start to 1", example={"start": 5})
-    async def countdown(run: ft.Run, params: ft.Params) -> ft.Result:
-        start = params.int("start")
-        interval = params.float("interval", default=1.0)
-        for i in range(start):
-            await run.progress(i + 1, start, "T-%d", start - i)
-            await trio.sleep(interval)
-        return ft.ok("Countdown complete.").with_data(start=start)
-
+    for task in counter.server.tasks.values():
+        server.task(task.name, description=task.description, example=task.example)(task.fn)
     return server
 
 

@@ -140,7 +140,6 @@ class Job:
         "callback_url",
         "run",
         "started_at",
-        "started_wall",
         "done",
         "result",
         "function_returned",
@@ -160,7 +159,6 @@ class Job:
         self.callback_url = callback_url
         self.run = Run(job_id, task.name, on_change=on_change)
         self.started_at = trio.current_time()
-        self.started_wall = utcnow()
         self.done = trio.Event()
         """Set once the result is stored and the slot released."""
         self.result: JobResult | None = None

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as _dt
 import json
 from collections.abc import Mapping
+from json.encoder import encode_basestring as _encode_basestring
 from typing import Any, Final
 
 from ._timefmt import format_duration, format_time
@@ -99,19 +100,35 @@ def utf8(text: str) -> bytes:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
-def go_json(value: Any, *, sort_keys: bool = True) -> str:
-    """`value` as Go's ``json.Marshal`` writes it: compact, keys sorted, HTML-safe.
+# Built once: json.dumps() with options builds a new encoder on every call.
+_SORTED_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
+)
+_ORDERED_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=False
+)
 
-    Raises `ValueError` or `TypeError` when `value` is not JSON (NaN included).
-    """
-    text = json.dumps(
-        value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=sort_keys
-    )
+
+def _go_escape(text: str) -> str:
     # These characters only ever occur inside JSON strings, so replacing them is safe.
     for raw, escaped in _GO_ESCAPES:
         if raw in text:
             text = text.replace(raw, escaped)
     return text
+
+
+def go_json(value: Any, *, sort_keys: bool = True) -> str:
+    """`value` as Go's ``json.Marshal`` writes it: compact, keys sorted, HTML-safe.
+
+    Raises `ValueError` or `TypeError` when `value` is not JSON (NaN included).
+    """
+    encoder = _SORTED_ENCODER if sort_keys else _ORDERED_ENCODER
+    return _go_escape(encoder.encode(value))
+
+
+def _go_string(text: str) -> str:
+    """A JSON string literal as Go writes it (the hot path of `go_json` for strings)."""
+    return _go_escape(_encode_basestring(text))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,17 +203,18 @@ class JobResult:
 
 def _serialize(job_id: str, result: Result, duration_s: float) -> bytes:
     # Field order follows Go's struct: jobId, success, message, duration, data, error.
-    parts = ['{"jobId":', go_json(job_id), ',"success":', "true" if result.success else "false"]
+    parts = ['{"jobId":', _go_string(job_id), ',"success":', "true" if result.success else "false"]
     if result.success and result.message:
-        parts += [',"message":', go_json(result.message)]
-    parts += [',"duration":', go_json(format_duration(duration_s))]
+        parts += [',"message":', _go_string(result.message)]
+    parts += [',"duration":', _go_string(format_duration(duration_s))]
     if result.success:
         if result.data:
             parts += [',"data":', go_json(dict(result.data))]
     else:
-        error: dict[str, str] = {"code": result.error_code, "message": result.message}
+        parts += [',"error":{"code":', _go_string(result.error_code)]
+        parts += [',"message":', _go_string(result.message)]
         if result.last_step:
-            error["step"] = result.last_step
-        parts += [',"error":', go_json(error, sort_keys=False)]
+            parts += [',"step":', _go_string(result.last_step)]
+        parts.append("}")
     parts.append("}")
     return utf8("".join(parts))
