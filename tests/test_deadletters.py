@@ -188,3 +188,23 @@ def test_pending_on_a_missing_directory_is_empty(tmp_path: Path) -> None:
 def test_load_of_a_missing_letter_raises_file_not_found(letters: DeadLetterDir) -> None:
     with pytest.raises(FileNotFoundError):
         letters.load("nope")
+
+
+def test_a_replayed_letter_is_removed_only_while_it_holds_the_replayed_bytes(tmp_path):
+    from funtask_trio._deadletters import DeadLetterDir
+
+    letters = DeadLetterDir(tmp_path)
+    letters.write_sync("j", b'{"old":1}', "http://127.0.0.1:9/x", "t")
+    letters.write_sync("j", b'{"new":2}', "http://127.0.0.1:9/x", "t")  # a new job, same jobId
+    letters.remove_sync("j", only_if=b'{"old":1}')
+    assert (tmp_path / "j.json").read_bytes() == b'{"new":2}'
+    letters.remove_sync("j", only_if=b'{"new":2}')
+    assert not (tmp_path / "j.json").exists() and not (tmp_path / "j.callback").exists()
+    letters.remove_sync("gone", only_if=b"x")  # nothing there: nothing to do
+
+
+def test_a_letter_without_callback_writes_no_record(tmp_path):
+    from funtask_trio._deadletters import DeadLetterDir
+
+    DeadLetterDir(tmp_path).write_sync("s", b"{}", None, "t")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s.json"]

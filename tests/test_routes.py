@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -599,3 +600,172 @@ async def test_registering_a_name_again_replaces_the_task(make_server):
 
     async with running_server(server) as running, running.client() as client:
         assert (await client.post("/run/t")).json()["message"] == "second"
+
+
+# -- regressions found in review -----------------------------------------------------
+
+
+async def test_an_exception_whose_str_fails_is_a_panic_and_the_server_carries_on(make_server):
+    server = make_server()
+    add_tasks(server)
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text for you")
+
+    @server.task
+    async def weird(run: ft.Run, params: ft.Params) -> ft.Result:
+        raise Unprintable
+
+    async with running_server(server) as running, running.client() as client:
+        weird = (await client.post("/run/weird")).json()
+        greet = await client.post("/run/greet")
+    assert weird["error"] == {"code": "panic", "message": "Unprintable"}
+    assert greet.status_code == 200
+
+
+async def test_a_run_whose_body_arrives_after_shutdown_began_answers_503(make_server):
+    server = make_server(shutdown_timeout=5)
+    add_tasks(server)
+    release = trio.Event()
+
+    @server.task
+    async def lingering(run: ft.Run, params: ft.Params) -> ft.Result:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await release.wait()
+        return ft.ok()
+
+    async with running_server(server) as running, running.client() as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(client.post, "/run/lingering", json={}))
+            with trio.fail_after(5):
+                while (await client.get("/health")).json()["tasks"]["lingering"].get(
+                    "currentJob"
+                ) is None:
+                    await trio.sleep(0.01)
+            host, port = running.url.removeprefix("http://").rsplit(":", 1)
+            body = b'{"params":{}}'
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(
+                    b"POST /run/greet HTTP/1.1\r\nHost: x\r\n"
+                    + f"Authorization: {AUTH['Authorization']}\r\n".encode()
+                    + b"Content-Length: %d\r\n\r\n" % len(body)
+                )
+                await trio.sleep(0.1)  # the handler now waits for the body
+                running.request_shutdown()
+                await stream.send_all(body)
+                answer = b""
+                with trio.fail_after(5):
+                    while not answer.endswith(b"}\n"):
+                        answer += await stream.receive_some()
+            release.set()
+    assert answer.startswith(b"HTTP/1.1 503")
+    assert answer.endswith(b'{"error":"Server is shutting down"}\n')
+
+
+async def test_stop_keeps_answering_cancellation_requested_while_the_job_is_busy(make_server):
+    server = make_server()
+    release = trio.Event()
+
+    @server.task
+    async def lingering(run: ft.Run, params: ft.Params) -> ft.Result:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await release.wait()
+        return ft.ok()
+
+    async with running_server(server) as running, running.client() as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(client.post, "/run/lingering", json={"jobId": "L"}))
+            with trio.fail_after(5):
+                while (await client.get("/health")).json()["tasks"]["lingering"].get(
+                    "currentJob"
+                ) is None:
+                    await trio.sleep(0.01)
+            first = (await client.post("/stop/lingering")).json()
+            second = (await client.post("/stop/lingering")).json()
+            release.set()
+        idle = (await client.post("/stop/lingering")).json()
+    expected = {"task": "lingering", "jobId": "L", "message": "Cancellation requested"}
+    assert first == second == expected
+    assert idle == {"task": "lingering", "message": "No running job"}
+
+
+async def test_results_are_found_by_any_job_id_including_slashes_and_shared_ones(make_server):
+    server = make_server(result_history=1)
+
+    @server.task
+    async def one(run: ft.Run, params: ft.Params) -> ft.Result:
+        return ft.ok("one")
+
+    @server.task
+    async def two(run: ft.Run, params: ft.Params) -> ft.Result:
+        return ft.ok("two")
+
+    async with running_server(server) as running, running.client() as client:
+        await client.post("/run/one", json={"jobId": "a/b"})
+        slashed = await client.get("/result/a%2Fb")
+        await client.post("/run/one", json={"jobId": "line\nbreak"})
+        newline = await client.get("/result/line%0Abreak")
+        await client.post("/run/one", json={"jobId": "shared"})
+        await client.post("/run/two", json={"jobId": "shared"})
+        await client.post("/run/two", json={"jobId": "newer"})  # evicts two's "shared"
+        shared = await client.get("/result/shared")
+    assert slashed.status_code == 200 and slashed.json()["jobId"] == "a/b"
+    assert newline.status_code == 200 and newline.json()["jobId"] == "line\nbreak"
+    assert shared.status_code == 200 and shared.json()["message"] == "one"
+
+
+async def test_a_blocking_readiness_check_does_not_stall_the_server(make_server):
+    import time
+
+    server = make_server(readiness=lambda: time.sleep(0.5))
+    add_tasks(server)
+    async with running_server(server) as running, running.client() as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.get, "/readyz")
+            await trio.sleep(0.1)
+            started = trio.current_time()
+            assert (await client.get("/livez")).status_code == 200
+            assert trio.current_time() - started < 0.3
+
+
+async def test_a_sync_job_given_up_on_at_shutdown_keeps_its_result_as_a_dead_letter(
+    make_server, dead_letter_dir
+):
+    server = make_server(shutdown_timeout=0.2)
+    release = trio.Event()
+
+    @server.task
+    async def stubborn(run: ft.Run, params: ft.Params) -> ft.Result:
+        await run.step("holding on")
+        with trio.CancelScope(shield=True):
+            await release.wait()
+        return ft.ok()
+
+    async with running_server(server) as running, running.client() as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(client.post, "/run/stubborn", json={"jobId": "sync-1"}))
+            with trio.fail_after(5):
+                while (await client.get("/health")).json()["tasks"]["stubborn"].get(
+                    "currentJob"
+                ) is None:
+                    await trio.sleep(0.01)
+            running.request_shutdown()
+            with trio.fail_after(5):
+                while not (dead_letter_dir / "sync-1.json").exists():
+                    await trio.sleep(0.01)
+            release.set()
+    letter = json.loads((dead_letter_dir / "sync-1.json").read_bytes())
+    assert letter["error"] == {
+        "code": "worker_shutdown",
+        "message": "server is shutting down",
+        "step": "holding on",
+    }
+    assert not (dead_letter_dir / "sync-1.callback").exists()  # nowhere to replay it to

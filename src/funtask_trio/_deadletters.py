@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import os
 import secrets
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -96,24 +97,40 @@ class DeadLetterDir:
         finally:
             os.close(fd)
 
-    def write_sync(self, job_id: str, body: bytes, callback_url: str, task: str) -> None:
-        """Write the letter and its callback record. Raises `OSError` (disk full, read-only)."""
+    def write_sync(self, job_id: str, body: bytes, callback_url: str | None, task: str) -> None:
+        """Write the letter and its callback record. Raises `OSError` (disk full, read-only).
+
+        Without `callback_url` (a sync job given up on at shutdown) only the
+        ``.json`` is written: a record to recover by hand, never replayed.
+        """
         result_path = self.result_path(job_id)
-        record = json.dumps({"callbackUrl": callback_url, "task": task}).encode()
-        # The callback record first: a .json on disk always knows where it goes.
-        self._write_atomically(result_path.with_suffix(CALLBACK_SUFFIX), record)
+        if callback_url is not None:
+            record = json.dumps({"callbackUrl": callback_url, "task": task}).encode()
+            # The callback record first: a .json on disk always knows where it goes.
+            self._write_atomically(result_path.with_suffix(CALLBACK_SUFFIX), record)
         self._write_atomically(result_path, body)
 
-    async def write(self, job_id: str, body: bytes, callback_url: str, task: str) -> None:
+    async def write(self, job_id: str, body: bytes, callback_url: str | None, task: str) -> None:
         await trio.to_thread.run_sync(self.write_sync, job_id, body, callback_url, task)
 
-    def remove_sync(self, job_id: str) -> None:
+    def remove_sync(self, job_id: str, *, only_if: bytes | None = None) -> None:
+        """Remove the letter and its record; with `only_if`, only while it still holds those bytes.
+
+        A replayed letter is removed only if unchanged: a new job with the
+        same jobId may have written its own letter meanwhile.
+        """
         result_path = self.result_path(job_id)
+        if only_if is not None:
+            try:
+                if result_path.read_bytes() != only_if:
+                    return
+            except FileNotFoundError:
+                return
         result_path.unlink(missing_ok=True)
         result_path.with_suffix(CALLBACK_SUFFIX).unlink(missing_ok=True)
 
-    async def remove(self, job_id: str) -> None:
-        await trio.to_thread.run_sync(self.remove_sync, job_id)
+    async def remove(self, job_id: str, *, only_if: bytes | None = None) -> None:
+        await trio.to_thread.run_sync(partial(self.remove_sync, job_id, only_if=only_if))
 
     def load(self, job_id: str) -> DeadLetter:
         """Read one pending letter. Raises `FileNotFoundError` when there is none."""

@@ -55,10 +55,16 @@ class ResultStore:
         return history
 
     def add(self, history: TaskHistory, result: JobResult) -> None:
+        self._by_job_id[result.job_id] = result
         evicted = history.add(result)
         if evicted is not None and self._by_job_id.get(evicted.job_id) is evicted:
-            del self._by_job_id[evicted.job_id]
-        self._by_job_id[result.job_id] = result
+            # Another task may hold a result under the same jobId: it stays findable.
+            remaining = (other.get(evicted.job_id) for other in self._tasks.values())
+            survivor = next((found for found in remaining if found is not None), None)
+            if survivor is None:
+                del self._by_job_id[evicted.job_id]
+            else:
+                self._by_job_id[evicted.job_id] = survivor
 
     def find(self, job_id: str) -> JobResult | None:
         return self._by_job_id.get(job_id)

@@ -62,7 +62,7 @@ def _result_from_exception(error: BaseException, run: Run) -> Result:
             return fail(leaf.code, leaf.message)
     for leaf in leaves:
         if isinstance(leaf, ParamError):
-            return fail(INVALID_PARAMS, str(leaf))
+            return fail(INVALID_PARAMS, _text_of(leaf))
     first = leaves[0]
     logger.error(
         "task %s job %s raised %s",
@@ -72,7 +72,16 @@ def _result_from_exception(error: BaseException, run: Run) -> Result:
         exc_info=error,
         extra={"task": run.task, "job_id": run.job_id},
     )
-    return fail(PANIC, str(first) or type(first).__name__)
+    return fail(PANIC, _text_of(first))
+
+
+def _text_of(error: BaseException) -> str:
+    """The exception's text, or its type's name when it has none (or its __str__ fails)."""
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not take the server down with it
+        text = ""
+    return text or type(error).__name__
 
 
 async def execute(
@@ -226,21 +235,36 @@ class JobManager:
             await trio.sleep_forever()
 
     def start(self, slot: TaskSlot, job_id: str, params: Params, callback_url: str | None) -> Job:
-        """Occupy `slot` with a new job and start it. The caller has checked the slot is free."""
+        """Occupy `slot` with a new job and start it. The caller has checked the slot is free.
+
+        Raises `RuntimeError` once draining has begun (the caller answers 503).
+        """
         assert self._jobs_nursery is not None and slot.current is None
+        if self.draining:
+            raise RuntimeError("draining: no new jobs")
         job = Job(slot.definition, job_id, params, callback_url, self.feed.notify)
+        # Spawned first: should that fail, no slot or counter is left claimed.
+        self._jobs_nursery.start_soon(self._run_job, slot, job, name=f"job {slot.definition.name}")
         slot.current = job
         if self._active == 0:
             self._idle = trio.Event()
         self._active += 1
-        self._jobs_nursery.start_soon(self._run_job, slot, job, name=f"job {slot.definition.name}")
         self.feed.notify(lifecycle=True)
         return job
 
     async def _run_job(self, slot: TaskSlot, job: Job) -> None:
-        result = await execute(
-            slot.definition.fn, job.run, job.params, max_duration=self.max_duration
-        )
+        try:
+            result = await execute(
+                slot.definition.fn, job.run, job.params, max_duration=self.max_duration
+            )
+        except Exception:  # a bug of ours: it must neither break the nursery nor hold the slot
+            logger.exception(
+                "task %s job %s: internal error running the job",
+                job.task.name,
+                job.job_id,
+                extra={"task": job.task.name, "job_id": job.job_id},
+            )
+            result = fail(PANIC, "internal error")
         job.function_returned = True
         if job.result is not None:  # given up on at shutdown: its result is already out
             return
@@ -324,10 +348,9 @@ class JobManager:
                     extra={"task": job.task.name, "job_id": job.job_id},
                 )
                 job.result = result
-                if job.callback_url is None:
-                    self._finish(slot, job, result)
-                else:
-                    nursery.start_soon(self._deliver_then_finish, slot, job, result)
+                # Dead letter for every one (PROTOCOL: shutdown step 4), plus one
+                # delivery attempt for those with a callback.
+                nursery.start_soon(self._deliver_then_finish, slot, job, result)
         return False
 
     def cancel_all(self) -> None:

@@ -14,6 +14,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from ._deadletters import is_safe_job_id
 from ._params import Params
@@ -116,12 +117,20 @@ def parse_run_body(raw: bytes | str) -> tuple[str | None, str | None, dict[str, 
     return job_id or None, callback_url or None, params or {}
 
 
+class _JobIdConverter(PathConverter):
+    """Any jobId a sync job may carry: slashes, newlines and all (``%2F`` in the URL)."""
+
+    regex = r"[\s\S]+"
+    part_isolating = False  # werkzeug infers True from a regex without a literal "/"
+
+
 def build_app(serving: Serving) -> QuartTrio:
     """The Quart-Trio app serving `serving`'s routes (plus the user's custom routes)."""
     server = serving.server
     app = QuartTrio(server.name)
     app.config["MAX_CONTENT_LENGTH"] = server.max_body_size
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.converters["job_id"] = _JobIdConverter
     expected_token = (server.auth_token or "").encode()
 
     def authorized(*, allow_query: bool = False) -> bool:
@@ -164,6 +173,8 @@ def build_app(serving: Serving) -> QuartTrio:
             )
         except _InvalidBody:
             return error_response(400, "invalid request body")
+        if serving.draining.is_set():  # shutdown began while the body was arriving
+            return error_response(503, "Server is shutting down")
         if callback_url is not None:
             if not serving.allowlist:
                 return error_response(400, "callback URLs not allowed (no allowlist configured)")
@@ -224,14 +235,14 @@ def build_app(serving: Serving) -> QuartTrio:
         if slot is None:
             return error_response(404, f'task "{task}" not found')
         job = slot.current
-        if job is None or job.run.cancel_called or job.function_returned:
+        if job is None:
             return json_response({"task": task, "message": "No running job"})
-        job.cancel(STOPPED_BY_REQUEST)
+        job.cancel(STOPPED_BY_REQUEST)  # idempotent: the first reason given is reported
         return json_response(
             {"task": task, "jobId": job.job_id, "message": "Cancellation requested"}
         )
 
-    @app.get("/result/<job_id>")
+    @app.get("/result/<job_id:job_id>")
     @authenticated()
     async def get_result(job_id: str) -> Response:
         stored = serving.jobs.results.find(job_id)
@@ -272,9 +283,13 @@ def build_app(serving: Serving) -> QuartTrio:
         if server.readiness is not None:
             try:
                 with trio.fail_after(READINESS_TIMEOUT_S):
-                    outcome = server.readiness()
-                    if inspect.isawaitable(outcome):
-                        await outcome
+                    check = server.readiness
+                    if inspect.iscoroutinefunction(check):
+                        await check()
+                    else:  # a plain callable may block (a database ping): not on the loop
+                        outcome = await trio.to_thread.run_sync(check, abandon_on_cancel=True)
+                        if inspect.isawaitable(outcome):
+                            await outcome
             except trio.TooSlowError:
                 return error_response(503, "readiness check timed out")
             except Exception as error:  # the user's check failing is the answer

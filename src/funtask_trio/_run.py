@@ -86,7 +86,7 @@ class Run:
 
     @property
     def cancel_called(self) -> bool:
-        """True once the job has been asked to stop (by any cause but max duration)."""
+        """True once the job has been asked to stop, or its max duration has passed."""
         return self._cancel_scope.cancel_called
 
     def cancel(self, reason: str = STOPPED_BY_REQUEST) -> None:

@@ -429,10 +429,26 @@ class Serving:
     # -- delivery ------------------------------------------------------------
 
     async def _deliver(self, job: Job, result: JobResult, *, final: bool) -> None:
-        assert job.callback_url is not None
+        if job.callback_url is None:
+            # A sync job given up on at shutdown: its caller may be gone, so keep the result.
+            await self._keep_letter(job, result)
+            return
         await self.deliver_letter(
             job.job_id, job.task.name, job.callback_url, result.body, final=final, write=True
         )
+
+    async def _keep_letter(self, job: Job, result: JobResult) -> None:
+        log_extra = {"task": job.task.name, "job_id": job.job_id}
+        try:
+            await self.dead_letters.write(job.job_id, result.body, None, job.task.name)
+        except (OSError, ValueError) as error:  # ValueError: a jobId that names no file
+            logger.error(
+                "task %s job %s: worker_shutdown result could not be written (%s)",
+                job.task.name,
+                job.job_id,
+                error,
+                extra=log_extra,
+            )
 
     async def deliver_letter(
         self, job_id: str, task: str, url: str, body: bytes, *, final: bool, write: bool
@@ -457,7 +473,7 @@ class Serving:
         )
         if delivered:
             try:
-                await self.dead_letters.remove(job_id)
+                await self.dead_letters.remove(job_id, only_if=None if write else body)
             except OSError as error:
                 logger.warning(
                     "task %s job %s: delivered, but the dead letter could not be removed: %s",

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import httpx
 import trio
 
-from ._callbacks import sign_callback
+from ._callbacks import sign_callback, webhook_id
 from ._deadletters import DeadLetter, DeadLetterDir, is_safe_job_id
 from ._exceptions import ClientError, ConfigError
 from ._server import Server
@@ -272,9 +272,10 @@ def _replay_one(client: httpx.Client, letter: DeadLetter, secret: str | None) ->
     headers = {"Content-Type": "application/json"}
     if secret is not None:
         timestamp = int(time.time())
-        headers["webhook-id"] = letter.job_id
+        message_id = webhook_id(letter.job_id)  # exactly as the server's own attempts
+        headers["webhook-id"] = message_id
         headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = sign_callback(secret, letter.job_id, timestamp, letter.body)
+        headers["webhook-signature"] = sign_callback(secret, message_id, timestamp, letter.body)
     try:
         response = client.post(letter.callback_url, content=letter.body, headers=headers)
     except httpx.HTTPError as error:
