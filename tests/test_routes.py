@@ -23,7 +23,22 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def add_tasks(server: ft.Server) -> dict[str, trio.Event]:
     """Register the tasks these tests use; returns events the tasks report through."""
-    events = {"slow_started": trio.Event(), "slow_cleaned_up": trio.Event()}
+    events = {
+        "slow_started": trio.Event(),
+        "slow_cleaned_up": trio.Event(),
+        "release": trio.Event(),
+    }
+
+    @server.task
+    async def lingering(run: ft.Run, params: ft.Params) -> ft.Result:
+        """Ignores cancellation until events["release"] is set."""
+        await run.step("holding on")
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await events["release"].wait()
+        return ft.ok()
 
     @server.task(description="Returns a greeting", example={"name": "World"})
     async def greet(run: ft.Run, params: ft.Params) -> ft.Result:
@@ -86,6 +101,13 @@ def add_tasks(server: ft.Server) -> dict[str, trio.Event]:
 async def _raise_in_child() -> None:
     await trio.lowlevel.checkpoint()
     raise KeyError("child failed")
+
+
+async def until_running(client: httpx.AsyncClient, task: str) -> None:
+    """Wait until `task` is running a job."""
+    with trio.fail_after(5):
+        while (await client.get("/health")).json()["tasks"][task].get("currentJob") is None:
+            await trio.sleep(0.01)
 
 
 @pytest.fixture
@@ -497,26 +519,11 @@ async def test_readyz_reports_the_readiness_check_error(make_server, asynchronou
 async def test_draining_refuses_runs_readiness_and_events_but_serves_stop_and_result(make_server):
     server = make_server(shutdown_timeout=5)
     events = add_tasks(server)
-    release = trio.Event()
-
-    @server.task
-    async def lingering(run: ft.Run, params: ft.Params) -> ft.Result:
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True):
-                await release.wait()
-        return ft.ok()
-
     async with running_server(server) as running, running.client() as client:
         await client.post("/run/greet", json={"jobId": "before"})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(client.post, "/run/lingering", json={"jobId": "l1"}))
-            with trio.fail_after(5):
-                while (await client.get("/health")).json()["tasks"]["lingering"][
-                    "status"
-                ] != "running":
-                    await trio.sleep(0.01)
+            await until_running(client, "lingering")
             running.request_shutdown()
             run = await client.post("/run/greet")
             assert (run.status_code, run.json()) == (503, {"error": "Server is shutting down"})
@@ -529,8 +536,7 @@ async def test_draining_refuses_runs_readiness_and_events_but_serves_stop_and_re
             assert (await client.get("/health")).json()["status"] == "draining"
             assert (await client.get("/result/before")).status_code == 200
             assert (await client.post("/stop/lingering")).status_code == 200
-            release.set()
-    del events
+            events["release"].set()
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -626,26 +632,11 @@ async def test_an_exception_whose_str_fails_is_a_panic_and_the_server_carries_on
 
 async def test_a_run_whose_body_arrives_after_shutdown_began_answers_503(make_server):
     server = make_server(shutdown_timeout=5)
-    add_tasks(server)
-    release = trio.Event()
-
-    @server.task
-    async def lingering(run: ft.Run, params: ft.Params) -> ft.Result:
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True):
-                await release.wait()
-        return ft.ok()
-
+    events = add_tasks(server)
     async with running_server(server) as running, running.client() as client:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(client.post, "/run/lingering", json={}))
-            with trio.fail_after(5):
-                while (await client.get("/health")).json()["tasks"]["lingering"].get(
-                    "currentJob"
-                ) is None:
-                    await trio.sleep(0.01)
+            await until_running(client, "lingering")
             host, port = running.url.removeprefix("http://").rsplit(":", 1)
             body = b'{"params":{}}'
             stream = await trio.open_tcp_stream(host, int(port))
@@ -662,35 +653,21 @@ async def test_a_run_whose_body_arrives_after_shutdown_began_answers_503(make_se
                 with trio.fail_after(5):
                     while not answer.endswith(b"}\n"):
                         answer += await stream.receive_some()
-            release.set()
+            events["release"].set()
     assert answer.startswith(b"HTTP/1.1 503")
     assert answer.endswith(b'{"error":"Server is shutting down"}\n')
 
 
 async def test_stop_keeps_answering_cancellation_requested_while_the_job_is_busy(make_server):
     server = make_server()
-    release = trio.Event()
-
-    @server.task
-    async def lingering(run: ft.Run, params: ft.Params) -> ft.Result:
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True):
-                await release.wait()
-        return ft.ok()
-
+    events = add_tasks(server)
     async with running_server(server) as running, running.client() as client:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(client.post, "/run/lingering", json={"jobId": "L"}))
-            with trio.fail_after(5):
-                while (await client.get("/health")).json()["tasks"]["lingering"].get(
-                    "currentJob"
-                ) is None:
-                    await trio.sleep(0.01)
+            await until_running(client, "lingering")
             first = (await client.post("/stop/lingering")).json()
             second = (await client.post("/stop/lingering")).json()
-            release.set()
+            events["release"].set()
         idle = (await client.post("/stop/lingering")).json()
     expected = {"task": "lingering", "jobId": "L", "message": "Cancellation requested"}
     assert first == second == expected
@@ -740,28 +717,17 @@ async def test_a_sync_job_given_up_on_at_shutdown_keeps_its_result_as_a_dead_let
     make_server, dead_letter_dir
 ):
     server = make_server(shutdown_timeout=0.2)
-    release = trio.Event()
-
-    @server.task
-    async def stubborn(run: ft.Run, params: ft.Params) -> ft.Result:
-        await run.step("holding on")
-        with trio.CancelScope(shield=True):
-            await release.wait()
-        return ft.ok()
+    events = add_tasks(server)
 
     async with running_server(server) as running, running.client() as client:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(client.post, "/run/stubborn", json={"jobId": "sync-1"}))
-            with trio.fail_after(5):
-                while (await client.get("/health")).json()["tasks"]["stubborn"].get(
-                    "currentJob"
-                ) is None:
-                    await trio.sleep(0.01)
+            nursery.start_soon(partial(client.post, "/run/lingering", json={"jobId": "sync-1"}))
+            await until_running(client, "lingering")
             running.request_shutdown()
             with trio.fail_after(5):
                 while not (dead_letter_dir / "sync-1.json").exists():
                     await trio.sleep(0.01)
-            release.set()
+            events["release"].set()
     letter = json.loads((dead_letter_dir / "sync-1.json").read_bytes())
     assert letter["error"] == {
         "code": "worker_shutdown",
