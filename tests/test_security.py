@@ -51,18 +51,31 @@ async def test_the_token_is_never_logged_whatever_route_or_outcome(make_server, 
     assert not [line for line in server_output if SECRET_TOKEN in line]
 
 
+async def open_post(url: str, header: bytes) -> trio.SocketStream:
+    """A raw connection to `url`'s server with an authorized POST /run/greet head sent."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        b"POST /run/greet HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {SECRET_TOKEN}\r\n".encode()
+        + header
+        + b"\r\n\r\n"
+    )
+    return stream
+
+
+async def read_json_answer(stream: trio.SocketStream, answer: bytes = b"") -> bytes:
+    with trio.fail_after(10):
+        while not answer.endswith(b"}\n"):
+            answer += await stream.receive_some()
+    return answer
+
+
 async def test_a_chunked_body_over_the_limit_is_refused_before_it_is_sent_whole(make_server):
     limit = 4096
     server = small_server(make_server, max_body_size=limit)
     async with running_server(server) as running:
-        host, port = running.url.removeprefix("http://").rsplit(":", 1)
-        stream = await trio.open_tcp_stream(host, int(port))
-        async with stream:
-            await stream.send_all(
-                b"POST /run/greet HTTP/1.1\r\nHost: x\r\n"
-                + f"Authorization: Bearer {SECRET_TOKEN}\r\n".encode()
-                + b"Transfer-Encoding: chunked\r\n\r\n"
-            )
+        async with await open_post(running.url, b"Transfer-Encoding: chunked") as stream:
             chunk = b"x" * 1024
             sent = 0
             answer = b""
@@ -73,8 +86,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_before_it_is_sent_whole(
                     sent += len(chunk)
                     with trio.move_on_after(0.05):
                         answer += await stream.receive_some()
-                while not answer.endswith(b"}\n"):
-                    answer += await stream.receive_some()
+            answer = await read_json_answer(stream, answer)
     assert answer.startswith(b"HTTP/1.1 413")
     assert answer.endswith(b'{"error":"request body too large"}\n')
     assert sent < 100 * limit, "the server read the whole oversized body"
@@ -83,16 +95,6 @@ async def test_a_chunked_body_over_the_limit_is_refused_before_it_is_sent_whole(
 async def test_a_content_length_over_the_limit_is_refused_without_reading(make_server):
     server = small_server(make_server, max_body_size=1024)
     async with running_server(server) as running:
-        host, port = running.url.removeprefix("http://").rsplit(":", 1)
-        stream = await trio.open_tcp_stream(host, int(port))
-        async with stream:
-            await stream.send_all(
-                b"POST /run/greet HTTP/1.1\r\nHost: x\r\n"
-                + f"Authorization: Bearer {SECRET_TOKEN}\r\n".encode()
-                + b"Content-Length: 1000000000\r\n\r\n"
-            )
-            answer = b""
-            with trio.fail_after(10):
-                while not answer.endswith(b"}\n"):
-                    answer += await stream.receive_some()
+        async with await open_post(running.url, b"Content-Length: 1000000000") as stream:
+            answer = await read_json_answer(stream)
     assert answer.startswith(b"HTTP/1.1 413")
