@@ -173,6 +173,18 @@ def sign_callback(secret: str, message_id: str, timestamp: int, body: bytes) -> 
     return "v1," + base64.b64encode(digest).decode()
 
 
+def callback_headers(job_id: str, body: bytes, secret: str | None) -> dict[str, str]:
+    """The headers of one delivery attempt: JSON, plus a fresh signature when `secret` is set."""
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        timestamp = int(time.time())
+        message_id = webhook_id(job_id)
+        headers["webhook-id"] = message_id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = sign_callback(secret, message_id, timestamp, body)
+    return headers
+
+
 def verify_callback(
     secret: str,
     headers: Mapping[str, str],
@@ -229,22 +241,12 @@ class CallbackSender:
         self.secret = secret
         self.draining = draining
 
-    def _headers(self, job_id: str, body: bytes) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.secret is not None:
-            timestamp = int(time.time())
-            message_id = webhook_id(job_id)
-            headers["webhook-id"] = message_id
-            headers["webhook-timestamp"] = str(timestamp)
-            headers["webhook-signature"] = sign_callback(self.secret, message_id, timestamp, body)
-        return headers
-
     async def _attempt(self, job_id: str, task: str, url: str, body: bytes) -> httpx.Response | str:
         """One POST: the response, or the text of the transport failure."""
         try:
             with trio.fail_after(self.timeout_s):
                 request = self.client.build_request(
-                    "POST", url, content=body, headers=self._headers(job_id, body)
+                    "POST", url, content=body, headers=callback_headers(job_id, body, self.secret)
                 )
                 response = await self.client.send(request, stream=True)
                 try:

@@ -18,7 +18,6 @@ import logging
 import os
 import secrets
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,7 +25,7 @@ from typing import Any, NoReturn
 import httpx
 import trio
 
-from ._callbacks import sign_callback, webhook_id
+from ._callbacks import callback_headers, sign_callback
 from ._deadletters import DeadLetter, DeadLetterDir, is_safe_job_id
 from ._exceptions import ClientError, ConfigError
 from ._server import Server
@@ -269,13 +268,7 @@ def _replay_one(client: httpx.Client, letter: DeadLetter, secret: str | None) ->
     """POST the letter once; None on a 2xx, else what went wrong."""
     if not letter.callback_url:
         return "no callback URL recorded"
-    headers = {"Content-Type": "application/json"}
-    if secret is not None:
-        timestamp = int(time.time())
-        message_id = webhook_id(letter.job_id)  # exactly as the server's own attempts
-        headers["webhook-id"] = message_id
-        headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = sign_callback(secret, message_id, timestamp, letter.body)
+    headers = callback_headers(letter.job_id, letter.body, secret)  # as the server's attempts
     try:
         response = client.post(letter.callback_url, content=letter.body, headers=headers)
     except httpx.HTTPError as error:
