@@ -314,6 +314,12 @@ class JobManager:
     def running_jobs(self) -> list[Job]:
         return [slot.current for slot in self.slots.values() if slot.current is not None]
 
+    def begin_drain(self) -> None:
+        """Refuse new jobs from now on and cancel every running one. Idempotent."""
+        self.draining = True
+        for job in self.running_jobs():
+            job.cancel(SERVER_SHUTTING_DOWN)
+
     async def drain(self, timeout: float) -> bool:
         """Cancel every job, wait up to `timeout` for jobs and deliveries, give up on the rest.
 
@@ -321,9 +327,7 @@ class JobManager:
         ``worker_shutdown`` result, delivered with one attempt. Returns True
         when everything ended on its own.
         """
-        self.draining = True
-        for job in self.running_jobs():
-            job.cancel(SERVER_SHUTTING_DOWN)
+        self.begin_drain()
         with trio.move_on_after(timeout):
             await self._idle.wait()
             return True

@@ -535,8 +535,7 @@ class Serving:
             return
         self.draining.set()
         self.feed.close()
-        for job in self.jobs.running_jobs():
-            job.cancel("server is shutting down")
+        self.jobs.begin_drain()
 
     async def shutdown(self) -> None:
         """Drain: cancel jobs, wait up to the shutdown timeout, give up on the rest. Idempotent."""
